@@ -1,0 +1,1 @@
+"""runbooks: operations runbooks as code (Prefect 3 flows), their CLI and shared kit."""

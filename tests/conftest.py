@@ -1,0 +1,64 @@
+"""Test harness shared by every test.
+
+Rules:
+- one Prefect test server per session (`prefect_server`), started only when an integration
+  test asks for it, with analytics off and SQLite lock retries kept out of the logs;
+- the resilience layer never sleeps in tests (`runbooks.resilience.set_testing`);
+- every test is marked unit, integration or e2e by the folder it lives in, so each kind runs
+  alone: `pytest -m unit`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Prefect reads its settings once, at import: these must be set before anything imports it.
+_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="runbooks-tests-prefect-"))
+os.environ.update(
+    {
+        "PREFECT_HOME": str(_PREFECT_HOME),
+        "PREFECT_PROFILES_PATH": str(_PREFECT_HOME / "profiles.toml"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
+    }
+)
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_API_KEY", None)
+
+_KINDS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = Path(str(item.fspath)).parent.name
+        if kind in _KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """One Prefect API server (SQLite in a temporary folder) for the whole session; yields its URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff_sleep() -> Iterator[None]:
+    """Backoff never sleeps in tests: waits are recorded, not slept (stamina's testing mode)."""
+    from runbooks import resilience
+
+    with resilience.testing():
+        yield
