@@ -30,6 +30,8 @@ os.environ.update(
         "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
+        # events are stored every 5 s by default; tests that read them back would wait for it
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
     }
 )
 os.environ.pop("PREFECT_API_URL", None)
@@ -47,7 +49,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
-    """One Prefect API server (SQLite in a temporary folder) for the whole session; yields its URL."""
+    """One Prefect API server (SQLite in a temporary folder) per session; yields its URL."""
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 

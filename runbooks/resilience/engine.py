@@ -8,8 +8,9 @@ retry budget and one circuit breaker, shared by every thread calling that target
 2. the attempt's outcome is classified by the caller's :class:`Verdict` functions (the loop
    knows nothing of HTTP, Kubernetes or AWS);
 3. a transient failure of an idempotent request is retried only if the backoff allows it
-   (attempts and total time, ``Retry-After`` honoured) *and then* the budget grants it, so the
-   budget is never charged for a retry that does not happen;
+   (attempts and total time, ``Retry-After`` honoured), the breaker will not still be open when
+   the wait ends, *and then* the budget grants it, so the budget is never charged for a retry
+   that does not happen;
 4. waits go through :func:`sleep`, which the testing switch turns into a record.
 
 Retries happen here and nowhere else around the same call (no urllib3 retries, no Prefect task
@@ -121,8 +122,10 @@ class Resilience:
                 if number == 1:
                     raise CircuitOpenError(target, breaker.retry_after())
                 return _give_up(result, failed)  # the breaker opened while we were waiting
-            if number > 1 and failed is None and discard is not None:
-                discard(result)  # only now: had the breaker refused, the caller would get it
+            if number > 1:
+                metrics.retries.labels(target=target).inc()  # counted once really sent
+                if failed is None and discard is not None:
+                    discard(result)  # only now: had the breaker refused, the caller gets it
             attempt_started = self._clock()
             result, failed = None, None
             try:
@@ -144,10 +147,14 @@ class Resilience:
             wait = backoff.next_delay(number, self._clock() - started, verdict.retry_after_seconds)
             if wait is None:
                 return _give_up(result, failed)
+            if breaker.retry_after() > wait:
+                # open, and still open when the wait ends: give up now, spending neither
+                # budget nor waiting on a retry that cannot happen
+                metrics.breaker_rejections.labels(target=target).inc()
+                return _give_up(result, failed)
             if not budget.try_acquire_retry():
                 metrics.retries_refused.labels(target=target).inc()
                 return _give_up(result, failed)
-            metrics.retries.labels(target=target).inc()
             sleep(wait)
 
     def _transitioned(self, transition: Transition) -> None:

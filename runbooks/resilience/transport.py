@@ -90,8 +90,20 @@ def _judge_error(exc: Exception) -> Verdict:
     return Verdict(failure=False, retryable=False)
 
 
+_DRAIN_LIMIT = 64 * 1024
+
+
 def _close(response: httpx.Response) -> None:
-    response.close()
+    """Drain a small body first, so the keep-alive connection goes back to the pool (urllib3
+    and requests do the same before a retry); a large or unknown-length one is just closed,
+    which costs a reconnect, not a download."""
+    try:
+        if int(response.headers.get("content-length") or _DRAIN_LIMIT + 1) <= _DRAIN_LIMIT:
+            response.read()
+    except (httpx.HTTPError, ValueError):
+        pass  # the connection is closed below either way
+    finally:
+        response.close()
 
 
 def _default_port(request: httpx.Request) -> int:

@@ -41,7 +41,8 @@ def test_transient_statuses_are_retried_with_full_jitter_waits(backend: OutageSe
     assert response.status_code == 200
     assert backend.requests == 3
     assert len(slept) == 2
-    assert 0 <= slept[0] <= 1.0 and 0 <= slept[1] <= 2.0
+    assert 0 <= slept[0] <= 1.0
+    assert 0 <= slept[1] <= 2.0
     exposition = layer.metrics.render().decode()
     assert 'runbooks_client_retries_total{target="backend"} 2.0' in exposition
     assert 'runbooks_client_requests_total{target="backend"} 1.0' in exposition

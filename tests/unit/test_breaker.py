@@ -89,7 +89,8 @@ def test_half_open_admits_only_n_probes(breaker, clock) -> None:
         _call(breaker, False)
     clock.now += 5
     first, second = breaker.acquire(), breaker.acquire()
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert breaker.acquire() is None  # third caller refused while probes are out
     breaker.record(first, success=True, duration_seconds=0.01)
     breaker.record(second, success=True, duration_seconds=0.01)
@@ -120,7 +121,8 @@ def test_late_outcome_from_a_previous_state_is_ignored(breaker, clock) -> None:
         _call(breaker, False)
     clock.now += 5
     probe = breaker.acquire()
-    assert straggler is not None and probe is not None
+    assert straggler is not None
+    assert probe is not None
     breaker.record(straggler, success=False, duration_seconds=9)  # admitted while closed
     assert breaker.state is BreakerState.HALF_OPEN
     breaker.record(probe, success=True, duration_seconds=0.01)

@@ -1,0 +1,44 @@
+"""The README's main command, as a user runs it: the installed ``runbooks`` console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+RUNBOOKS = Path(sys.executable).with_name("runbooks")
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return subprocess.run(
+        [str(RUNBOOKS), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_demo_runs_the_drill_and_prints_its_figures() -> None:
+    done = _run("demo", "--json", "--clients", "8", "--outage-seconds", "150")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["amplification_naive"] > 3
+    assert figures["amplification_ours"] <= 1.2
+    assert figures["load_reduction_percent"] >= 70
+
+
+def test_demo_table_is_readable() -> None:
+    done = _run("demo", "--clients", "4", "--outage-seconds", "100")
+    assert done.returncode == 0, done.stderr
+    assert "backend load reduction vs naive" in done.stdout
+    assert "naive" in done.stdout
+    assert "ours" in done.stdout
+
+
+def test_bad_input_is_refused_naming_the_option() -> None:
+    done = _run("demo", "--time-scale", "5")
+    assert done.returncode == 2
+    assert "--time-scale" in done.stderr
+    done = _run("demo", "--outage-seconds", "100000")
+    assert done.returncode == 2
+    assert "max_wall_seconds" in done.stderr
