@@ -194,11 +194,11 @@ def _emit_prefect_event(transition: Transition) -> None:
     """
     if "prefect.context" not in sys.modules:
         return
-    from prefect.context import FlowRunContext, TaskRunContext
+    from runbooks.kit import emit
+    from runbooks.kit._run import in_run
 
-    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+    if not in_run():
         return
-    from runbooks.kit.events import emit
 
     try:
         emit(
