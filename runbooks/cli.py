@@ -1,7 +1,7 @@
 """The ``runbooks`` command line.
 
-Commands appear as what they serve exists: ``demo`` today; ``run``, ``serve``, ``sandbox`` and
-``chatops`` join as their runbooks and components land (DESIGN.md lists them). Heavy imports
+Commands appear as what they serve exists: ``demo`` and ``sandbox`` today; ``run``, ``serve``
+and ``chatops`` join as their runbooks and components land (DESIGN.md lists them). Heavy imports
 (Prefect, the sandbox) happen inside commands, so ``runbooks --help`` stays instant.
 """
 
@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import typer
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="runbooks",
@@ -68,6 +73,82 @@ def demo(
         typer.echo(json.dumps(report.figures(), sort_keys=True))
     else:
         typer.echo(format_table(report))
+
+
+sandbox_app = typer.Typer(
+    help="The local sandbox: Kubernetes API, demo shop, moto, Prometheus, Prefect server.",
+    no_args_is_help=True,
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+_STATE_DIR = typer.Option(
+    None, "--state-dir", help="Where the sandbox keeps its state (default .sandbox/)."
+)
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background."),
+    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Start a Prefect server."),
+    state: Path | None = _STATE_DIR,
+) -> None:
+    """Start the sandbox; print its endpoints (also in .sandbox/endpoints.json)."""
+    from sandbox import supervisor
+
+    folder = supervisor.state_dir(state)
+    if not detach:
+        typer.echo(f"starting the sandbox in the foreground (state in {folder}); Ctrl-C stops it")
+        _or_exit(lambda: supervisor.run_foreground(folder, prefect=prefect))
+        return
+    endpoints = _or_exit(lambda: supervisor.up_detached(folder, prefect=prefect))
+    typer.echo(json.dumps(endpoints, indent=2, sort_keys=True))
+
+
+@sandbox_app.command("status")
+def sandbox_status(state: Path | None = _STATE_DIR) -> None:
+    """Print the running sandbox's endpoints; exit 1 when none is running."""
+    from sandbox import supervisor
+
+    folder = supervisor.state_dir(state)
+    endpoints = supervisor.read_endpoints(folder)
+    if endpoints is None or not supervisor.is_running(folder):
+        typer.echo(f"no sandbox is running from {folder}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(endpoints, indent=2, sort_keys=True))
+
+
+@sandbox_app.command("down")
+def sandbox_down(state: Path | None = _STATE_DIR) -> None:
+    """Stop the sandbox and everything it started."""
+    from sandbox import supervisor
+
+    folder = supervisor.state_dir(state)
+    stopped = _or_exit(lambda: supervisor.down(folder))
+    typer.echo("sandbox stopped" if stopped else f"no sandbox was running from {folder}")
+
+
+@sandbox_app.command("url")
+def sandbox_url(
+    service: str = typer.Argument(..., help="namespace/service, e.g. default/frontend."),
+    state: Path | None = _STATE_DIR,
+) -> None:
+    """Print the loopback URL of a Service (its nodePort on 127.0.0.1)."""
+    from sandbox import supervisor
+
+    folder = supervisor.state_dir(state)
+    typer.echo(_or_exit(lambda: supervisor.service_url(folder, service)))
+
+
+def _or_exit(action: Callable[[], T]) -> T:
+    """Run ``action``; a RunbookError or SandboxError becomes its one sentence and exit 1."""
+    from runbooks.errors import RunbookError
+    from sandbox.supervisor import SandboxError
+
+    try:
+        return action()
+    except (RunbookError, SandboxError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 def _first_error(exc: Exception) -> str:

@@ -1,0 +1,291 @@
+"""The whole sandbox as one supervised stack: start in order, stop in reverse, nothing left over.
+
+Components (each ``start() -> endpoints``, ``stop()``):
+
+- ``kube``: the Kubernetes API emulator (threads in this process) and a kubeconfig beside it;
+- ``cluster``: controller, pod runner and service proxy (threads + one process per pod);
+- ``moto``: moto's server for AWS (a thread);
+- ``prometheus``: Debian's ``prometheus`` (a child process) scraping pods through a ``file_sd``
+  file the cluster keeps current; skipped, and said so, when the binary is not installed;
+- ``prefect``: a Prefect server with its UI (a child process), for ``runbooks sandbox up`` and
+  the demo; tests start their own test server instead.
+
+Why one process supervising threads and children: ``runbooks sandbox down`` must leave no
+process and no port behind. Children are started in this process's session, so a crashed
+supervisor's leftovers can be found (the process group recorded in the state folder) and ended
+by the next ``up`` or ``down``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+logger = logging.getLogger("sandbox")
+
+
+class Component(Protocol):
+    name: str
+
+    def start(self) -> dict[str, str]: ...
+
+    def stop(self) -> None: ...
+
+
+def free_port() -> int:
+    """A port free on loopback now (the OS picks it; a tiny race is accepted for children)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_http_ok(url: str, timeout_seconds: float, process: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers 2xx, the child dies, or the deadline passes (bounded)."""
+    deadline = time.monotonic() + timeout_seconds
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"{url}: the process exited with {process.returncode} while starting"
+            )
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if response.is_success:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} was not ready within {timeout_seconds:g}s ({last})")
+
+
+def stop_process(process: subprocess.Popen, grace_seconds: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL: a child never outlives its component."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+@dataclass
+class MotoComponent:
+    name: str = "moto"
+    _server: object | None = None
+
+    def start(self) -> dict[str, str]:
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        self._server = server
+        host, port = server.get_host_and_port()
+        return {"moto": f"http://{host}:{port}"}
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()  # type: ignore[attr-defined]
+            self._server = None
+
+
+PROMETHEUS_CONFIG = """\
+global:
+  scrape_interval: {interval}
+  scrape_timeout: {timeout}
+  evaluation_interval: {interval}
+scrape_configs:
+  - job_name: sandbox-pods
+    file_sd_configs:
+      - files: ["{targets}"]
+        refresh_interval: 5s
+"""
+
+
+@dataclass
+class PrometheusComponent:
+    """Debian's ``prometheus`` on loopback, scraping the pods the cluster lists in ``targets``."""
+
+    state_dir: Path
+    targets: Path
+    scrape_interval_seconds: float = 2.0
+    binary: str | None = None
+    name: str = "prometheus"
+    _process: subprocess.Popen | None = None
+
+    @staticmethod
+    def available() -> str | None:
+        return shutil.which("prometheus")
+
+    def start(self) -> dict[str, str]:
+        binary = self.binary or self.available()
+        if binary is None:
+            logger.warning("prometheus is not installed (apt-get install prometheus): skipped")
+            return {}
+        data = self.state_dir / "prometheus"
+        data.mkdir(parents=True, exist_ok=True)
+        if not self.targets.exists():
+            self.targets.write_text("[]\n")
+        config = data / "prometheus.yml"
+        interval = f"{self.scrape_interval_seconds:g}s"
+        config.write_text(
+            PROMETHEUS_CONFIG.format(interval=interval, timeout=interval, targets=self.targets)
+        )
+        port = free_port()
+        log = (data / "prometheus.log").open("ab")
+        self._process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+                "--storage.tsdb.retention.time=1d",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/-/ready", 30, self._process)
+        return {"prometheus": url}
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_process(self._process)
+            self._process = None
+
+
+@dataclass
+class PrefectComponent:
+    """A Prefect server with its UI, its database in the state folder, telemetry off."""
+
+    state_dir: Path
+    name: str = "prefect"
+    _process: subprocess.Popen | None = None
+
+    def start(self) -> dict[str, str]:
+        home = self.state_dir / "prefect"
+        home.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        env = prefect_env(home) | {"PREFECT_SERVER_UI_ENABLED": "true"}
+        log = (home / "server.log").open("ab")
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        api = f"http://127.0.0.1:{port}/api"
+        wait_http_ok(f"{api}/health", 120, self._process)
+        return {"prefect_api": api, "prefect_ui": f"http://127.0.0.1:{port}"}
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_process(self._process, grace_seconds=15)
+            self._process = None
+
+
+def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+    """Environment for a Prefect process of the sandbox: its own home, telemetry off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "false",
+        "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
+    }
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+@dataclass
+class Stack:
+    """Components started in order and stopped in reverse; endpoints merged."""
+
+    components: list[Component]
+    on_started: Callable[[dict[str, str]], None] | None = None
+    endpoints: dict[str, str] = field(default_factory=dict)
+    _started: list[Component] = field(default_factory=list)
+
+    def start(self) -> dict[str, str]:
+        try:
+            for component in self.components:
+                began = time.monotonic()
+                self.endpoints |= component.start()
+                self._started.append(component)
+                logger.info("%s up in %.1fs", component.name, time.monotonic() - began)
+        except BaseException:
+            self.stop()
+            raise
+        if self.on_started is not None:
+            self.on_started(self.endpoints)
+        return self.endpoints
+
+    def stop(self) -> None:
+        errors = []
+        while self._started:
+            component = self._started.pop()
+            try:
+                component.stop()
+            except Exception as exc:  # keep stopping the others, then report
+                errors.append(f"{component.name}: {exc}")
+                logger.exception("stopping %s failed", component.name)
+        if errors:
+            raise RuntimeError("the sandbox did not stop cleanly: " + "; ".join(errors))
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def kill_process_group(pgid: int, grace_seconds: float = 10.0) -> None:
+    """End a crashed supervisor's leftovers: SIGTERM the group, then SIGKILL what remains."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            os.killpg(pgid, 0)
+            time.sleep(0.1)
+        os.killpg(pgid, signal.SIGKILL)
