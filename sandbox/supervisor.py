@@ -63,7 +63,8 @@ def build_stack(state: Path, *, prefect: bool = True) -> Stack:
         name = "kube"
 
         def __init__(self) -> None:
-            self.server = KubeApiServer(host="127.0.0.1", port=0)
+            # graceful: deleted pods stay Terminating until the kubelet has stopped them
+            self.server = KubeApiServer(host="127.0.0.1", port=0, graceful_pod_deletion=True)
 
         def start(self) -> dict[str, str]:
             self.server.start()

@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +57,31 @@ def prefect_server() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=60):
         yield str(PREFECT_API_URL.value())
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The sandbox of the session: endpoints (``kube_api``, ``kubeconfig``, ``moto``,
+    ``prometheus`` when installed) and the running cluster (controller, pods, proxy)."""
+
+    endpoints: dict[str, str]
+    cluster: Any
+    state: Path
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The whole sandbox but Prefect (tests have ``prefect_server``), once per session."""
+    from sandbox.supervisor import build_stack
+
+    state = tmp_path_factory.mktemp("sandbox")
+    stack = build_stack(state, prefect=False)
+    endpoints = stack.start()
+    try:
+        cluster = next(c for c in stack.components if c.name == "cluster").cluster
+        yield Sandbox(endpoints, cluster, state)
+    finally:
+        stack.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -179,10 +179,13 @@ def run(shop: Shop) -> int:
         log(f"cannot listen on 127.0.0.1:{shop.settings.port}: {exc}")
         shop.close()
         return 1
-    stop = threading.Event()
+    # A plain list, not a threading.Event: the handler runs on the main thread between
+    # bytecodes, possibly while that thread holds the Event's lock inside Event.wait(), and
+    # Event.set() would then deadlock; appending to a list takes no lock.
+    signals: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        signals.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -196,8 +199,8 @@ def run(shop: Shop) -> int:
         f"pod={s.namespace}/{s.pod} on http://127.0.0.1:{s.port} "
         f"downstream={s.downstream_url or '-'} tracing={'otlp' if shop.tracing.enabled else 'off'}"
     )
-    while not stop.wait(1.0):
-        pass
+    while not signals:
+        time.sleep(0.05)
     log("terminating: no new connections, finishing requests in flight")
     shop.draining.set()
     server.shutdown()

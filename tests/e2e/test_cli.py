@@ -18,13 +18,15 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_runs_the_drill_and_prints_its_figures() -> None:
+def test_demo_runs_the_shop_and_the_drill_and_prints_its_figures() -> None:
     done = _run("demo", "--json", "--clients", "8", "--outage-seconds", "150")
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
-    assert figures["amplification_naive"] > 3
-    assert figures["amplification_ours"] <= 1.2
-    assert figures["load_reduction_percent"] >= 70
+    assert figures["shop_statuses"] == {"200": figures["shop_requests"]}
+    drill = figures["drill"]
+    assert drill["amplification_naive"] > 3
+    assert drill["amplification_ours"] <= 1.2
+    assert drill["load_reduction_percent"] >= 70
 
 
 def test_demo_table_is_readable() -> None:

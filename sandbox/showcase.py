@@ -1,0 +1,134 @@
+"""The demo shop deployed on the sandbox, the way a runbook's user would see it.
+
+``deploy_shop`` creates, through the official client (so it works on any cluster the sandbox
+stands in for), a Service and a Deployment per role: frontend -> checkout -> payments. The
+sandbox has no cluster DNS, so each caller's ``SHOP_DOWNSTREAM_URL`` is its downstream
+Service's loopback ``nodePort``: Services are created first, then the Deployments that call them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from runbooks.errors import UnavailableError
+from runbooks.resilience import call_kubernetes
+
+ROLES = ("payments", "checkout", "frontend")  # downstream first
+DOWNSTREAM = {"frontend": "checkout", "checkout": "payments"}
+
+
+@dataclass(frozen=True)
+class ShopService:
+    role: str
+    name: str
+    url: str
+
+
+def service_manifest(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }
+
+
+def deployment_manifest(
+    name: str, role: str, image: str, replicas: int, env: dict[str, str]
+) -> dict[str, Any]:
+    labels = {"app": name, "role": role}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "shop",
+                            "image": image,
+                            "env": [{"name": "SHOP_ROLE", "value": role}]
+                            + [{"name": k, "value": v} for k, v in env.items()],
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/ready", "port": 8080},
+                                "periodSeconds": 1,
+                            },
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def deploy_shop(
+    apps: Any,
+    core: Any,
+    *,
+    namespace: str = "default",
+    image: str = "demo/shop:v1",
+    replicas: int = 2,
+    prefix: str = "",
+    timeout_seconds: float = 60.0,
+) -> dict[str, ShopService]:
+    """Create the shop's Services and Deployments; wait until every Deployment is available."""
+    services: dict[str, ShopService] = {}
+    for role in ROLES:
+        name = f"{prefix}{role}"
+        labels = {"app": name, "role": role}
+        created = call_kubernetes(
+            f"create Service {namespace}/{name}",
+            core.create_namespaced_service,
+            namespace,
+            service_manifest(name, labels),
+        )
+        url = f"http://127.0.0.1:{created.spec.ports[0].node_port}"
+        services[role] = ShopService(role, name, url)
+        env = {"SHOP_DOWNSTREAM_URL": services[DOWNSTREAM[role]].url} if role in DOWNSTREAM else {}
+        call_kubernetes(
+            f"create Deployment {namespace}/{name}",
+            apps.create_namespaced_deployment,
+            namespace,
+            deployment_manifest(name, role, image, replicas, env),
+        )
+    deadline = time.monotonic() + timeout_seconds
+    for service in services.values():
+        while True:
+            status = call_kubernetes(
+                f"read Deployment {namespace}/{service.name}",
+                apps.read_namespaced_deployment_status,
+                service.name,
+                namespace,
+            ).status
+            if (status.available_replicas or 0) >= replicas:
+                break
+            if time.monotonic() > deadline:
+                raise UnavailableError(
+                    f"Deployment {namespace}/{service.name} was not available within "
+                    f"{timeout_seconds:g}s; see `kubectl describe deploy {service.name}`"
+                )
+            time.sleep(0.1)
+    for service in services.values():  # available pods; now the Service must route to them
+        _wait_ready(f"{service.url}/ready", deadline, timeout_seconds)
+    return services
+
+
+def _wait_ready(url: str, deadline: float, timeout_seconds: float) -> None:
+    import httpx
+
+    while True:
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise UnavailableError(f"{url} did not answer within {timeout_seconds:g}s")
+        time.sleep(0.1)
