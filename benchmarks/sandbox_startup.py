@@ -28,6 +28,7 @@ from pathlib import Path
 import kubernetes
 
 from runbooks.resilience import no_urllib3_retries
+from sandbox.showcase import deployment_manifest, service_manifest
 from sandbox.stack import Stack
 from sandbox.supervisor import build_stack
 
@@ -35,47 +36,11 @@ NAMESPACE = "default"
 NAME = "bench"
 
 
-def _manifests() -> tuple[dict, dict]:
-    labels = {"app": NAME}
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": NAME, "labels": labels},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "shop",
-                            "image": "demo/shop:v1",
-                            "env": [{"name": "SHOP_ROLE", "value": "payments"}],
-                            "ports": [{"containerPort": 8080}],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/ready", "port": 8080},
-                                "periodSeconds": 1,
-                            },
-                        }
-                    ]
-                },
-            },
-        },
-    }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": NAME},
-        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
-    }
-    return deployment, service
-
-
 def _deploy_and_wait(kube_url: str, timeout_seconds: float = 60) -> float:
     configuration = kubernetes.client.Configuration(host=kube_url)
     no_urllib3_retries(configuration)
-    deployment, service = _manifests()
+    deployment = deployment_manifest(NAME, "payments", "demo/shop:v1", 3, {})
+    service = service_manifest(NAME, {"app": NAME, "role": "payments"})
     with kubernetes.client.ApiClient(configuration) as client:
         apps, core = kubernetes.client.AppsV1Api(client), kubernetes.client.CoreV1Api(client)
         began = time.monotonic()

@@ -14,6 +14,7 @@ import pytest
 
 from blocks import AwsTarget, KubernetesTarget
 from runbooks.resilience import call_kubernetes
+from sandbox.showcase import deployment_manifest, service_manifest
 
 T = TypeVar("T")
 
@@ -27,43 +28,6 @@ def _eventually(check: Callable[[], T], what: str, seconds: float) -> T:
         if time.monotonic() > deadline:
             pytest.fail(f"{what} did not happen within {seconds:g}s")
         time.sleep(0.1)
-
-
-def _shop(name: str, role: str = "payments", replicas: int = 2) -> tuple[dict, dict]:
-    labels = {"app": name}
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "shop",
-                            "image": "demo/shop:v1",
-                            "env": [{"name": "SHOP_ROLE", "value": role}],
-                            "ports": [{"containerPort": 8080}],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/ready", "port": 8080},
-                                "periodSeconds": 1,
-                            },
-                        }
-                    ]
-                },
-            },
-        },
-    }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
-    }
-    return deployment, service
 
 
 @pytest.fixture
@@ -80,7 +44,8 @@ def test_the_shop_deploys_through_the_block_and_prometheus_scrapes_it(
         assert not shutil.which("prometheus")
         pytest.skip("prometheus is not installed (bin/runbooks test installs it as root)")
     name = f"shop-{uuid.uuid4().hex[:6]}"
-    deployment, service = _shop(name)
+    deployment = deployment_manifest(name, "payments", "demo/shop:v1", 2, {})
+    service = service_manifest(name, {"app": name, "role": "payments"})
     client = kubernetes_target.get_api_client()
     apps, core = kubernetes_target.apps_v1(client), kubernetes_target.core_v1(client)
     call_kubernetes("create Deployment", apps.create_namespaced_deployment, "default", deployment)
