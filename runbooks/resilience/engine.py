@@ -239,13 +239,18 @@ def sleep(seconds: float) -> None:
 
 @contextmanager
 def testing() -> Iterator[list[float]]:
-    """Turn backoff waits off (stamina's testing mode); yields the list of waits not slept."""
-    global _testing
+    """Turn backoff waits off (stamina's testing mode); yields the list of waits not slept.
+
+    Also gives :func:`default_resilience` a fresh instance for the duration, so one test's
+    open breakers and spent budgets never leak into the next.
+    """
+    global _testing, _default
     previous, _testing = _testing, _Testing()
+    previous_default, _default = _default, None
     try:
         yield _testing.slept
     finally:
-        _testing = previous
+        _testing, _default = previous, previous_default
 
 
 _default: Resilience | None = None

@@ -14,19 +14,11 @@ from collections.abc import Iterator
 import pytest
 
 from blocks import HttpService, KubernetesTarget
-from runbooks import resilience
-from runbooks.resilience import Resilience
 from sandbox.showcase import deployment_manifest, service_manifest
 from tasks.health import check_health
 from tasks.kubernetes import apply_deployment, ensure_service, wait_for_rollout
 
 NAMESPACE = "default"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_resilience(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fresh breakers per test: a degraded service's 503s must not open another test's."""
-    monkeypatch.setattr(resilience.engine, "_default", Resilience())
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,7 @@ import httpx
 import pytest
 
 from blocks import KubernetesTarget
-from runbooks import resilience
 from runbooks.errors import ConflictError, UnavailableError
-from runbooks.resilience import Resilience
 from sandbox.showcase import deployment_manifest, service_manifest
 from tasks.kubernetes import (
     RolloutFailedError,
@@ -69,13 +67,6 @@ def cleanup(k8s: KubernetesTarget) -> Iterator[Cleanup]:
     done = Cleanup(k8s)
     yield done
     done.run()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_resilience(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh default layer per test: the retry budget and breaker of the API server start
-    empty, so one test's injected faults cannot spend another test's retries."""
-    monkeypatch.setattr(resilience.engine, "_default", Resilience())
 
 
 @pytest.fixture

@@ -16,19 +16,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from blocks import HttpService, KubernetesTarget
-from runbooks import resilience
 from runbooks.errors import InvalidRequestError, UnavailableError
-from runbooks.resilience import Resilience
 from sandbox.showcase import deployment_manifest
 from tasks.kubernetes import apply_deployment, wait_for_rollout
 from tasks.prometheus import query_prometheus, query_range
 
 NAMESPACE = "default"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_resilience(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(resilience.engine, "_default", Resilience())
 
 
 @pytest.fixture(scope="module")
