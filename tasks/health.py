@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks.http import HttpService
 from runbooks.errors import RunbookError, from_httpx
 from runbooks.kit._run import logger as run_logger
+from runbooks.resilience import NO_RETRY_EXTENSION
 
 HEALTHY_STATUSES = frozenset({"ok", "pass", "healthy", "up"})
 
@@ -69,7 +70,8 @@ def check_health(service: HttpService, url_override: str | None = None) -> Healt
     started = time.perf_counter()
     try:
         with service.get_client() as client:
-            response = client.get(url)
+            # one probe, one answer: retrying would hide the failure the analysis counts
+            response = client.get(url, extensions={NO_RETRY_EXTENSION: True})
             response.read()
             shown = str(response.request.url)
     except (httpx.HTTPError, RunbookError) as exc:

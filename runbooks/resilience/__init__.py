@@ -26,9 +26,14 @@ from runbooks.resilience.engine import (
 from runbooks.resilience.headers import REQUEST_ID, TRACEPARENT, correlation_headers
 from runbooks.resilience.kube import call_kubernetes, no_urllib3_retries
 from runbooks.resilience.policy import ResiliencePolicy
-from runbooks.resilience.transport import OPT_IN_EXTENSION, ResilientTransport
+from runbooks.resilience.transport import (
+    NO_RETRY_EXTENSION,
+    OPT_IN_EXTENSION,
+    ResilientTransport,
+)
 
 __all__ = [
+    "NO_RETRY_EXTENSION",
     "OPT_IN_EXTENSION",
     "REQUEST_ID",
     "SUCCESS",

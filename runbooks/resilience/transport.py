@@ -8,9 +8,11 @@ transport underneath (``httpx.MockTransport`` or a real one to a loopback server
 Which requests are retried: transient outcomes (connect errors, timeouts, the policy's
 ``retry_statuses``: 429, 502, 503, 504) of idempotent methods. A POST or PATCH is retried only
 when the caller opts in, by sending an ``Idempotency-Key`` header (the server can then dedupe) or
-the request extension ``{"retry_non_idempotent": True}``. The last response is returned as is
-(a final 503 stays a 503 for the caller's ``raise_for_status``); the last transport error is
-raised; an open breaker raises :class:`runbooks.errors.CircuitOpenError` without calling.
+the request extension ``{"retry_non_idempotent": True}``; any request opts out with
+``{"no_retry": True}`` (a health probe, whose single answer is the measurement). The last
+response is returned as is (a final 503 stays a 503 for the caller's ``raise_for_status``); the
+last transport error is raised; an open breaker raises
+:class:`runbooks.errors.CircuitOpenError` without calling.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from runbooks.resilience.engine import SUCCESS, Resilience, Verdict, default_res
 from runbooks.resilience.headers import correlation_headers
 
 OPT_IN_EXTENSION = "retry_non_idempotent"
+NO_RETRY_EXTENSION = "no_retry"  # e.g. a health probe: one answer per probe is the measurement
 _TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
@@ -50,7 +53,7 @@ class ResilientTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.headers.update(correlation_headers(request.headers))
         layer = self.resilience
-        idempotent = (
+        idempotent = not request.extensions.get(NO_RETRY_EXTENSION) and (
             request.method.upper() in layer.policy.idempotent_methods
             or "idempotency-key" in request.headers
             or bool(request.extensions.get(OPT_IN_EXTENSION))

@@ -78,6 +78,14 @@ def test_a_post_is_not_retried_unless_it_opts_in(backend: OutageServer) -> None:
     assert {s.body for s in backend.seen} == {b'{"id":1}'}  # the body was replayed whole
 
 
+def test_a_request_can_opt_out_of_retries(backend: OutageServer) -> None:
+    client, _ = _client(backend)
+    backend.fail(503)
+    with client:
+        assert client.get("/health", extensions={"no_retry": True}).status_code == 503
+    assert backend.requests == 1
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 500, 501])
 def test_permanent_and_unlisted_statuses_are_not_retried(backend, status: int) -> None:
     client, _ = _client(backend)
