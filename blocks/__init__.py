@@ -4,7 +4,8 @@
 
 - :class:`KubernetesTarget` — a cluster (kubeconfig context or in-cluster) and a namespace;
 - :class:`AwsTarget` — an AWS region and credentials (or a moto endpoint on loopback);
-- :class:`HttpService` — an HTTP service to call or health-check.
+- :class:`HttpService` — an HTTP service to call or health-check;
+- :class:`DatabaseTarget` — a service's database (SQLite or PostgreSQL) for migrations.
 
 Rules of the package (so blocks stay safe to load anywhere, including the Prefect UI's workers):
 
@@ -22,7 +23,8 @@ Rules of the package (so blocks stay safe to load anywhere, including the Prefec
 """
 
 from blocks.aws import AwsTarget
+from blocks.database import DatabaseTarget
 from blocks.http import HttpService
 from blocks.kubernetes import KubernetesTarget
 
-__all__ = ["AwsTarget", "HttpService", "KubernetesTarget"]
+__all__ = ["AwsTarget", "DatabaseTarget", "HttpService", "KubernetesTarget"]

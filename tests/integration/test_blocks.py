@@ -31,7 +31,7 @@ from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
 import blocks
-from blocks import AwsTarget, HttpService, KubernetesTarget
+from blocks import AwsTarget, DatabaseTarget, HttpService, KubernetesTarget
 from blocks._logo import LOGO_PNG, LOGO_URL
 from runbooks.errors import InvalidRequestError
 
@@ -152,10 +152,16 @@ class TestHttpServiceStandard(_OfflineBlockSuite):
         return HttpService
 
 
+class TestDatabaseTargetStandard(_OfflineBlockSuite):
+    @pytest.fixture
+    def block(self) -> type[Block]:
+        return DatabaseTarget
+
+
 def test_shipped_logo_file_is_the_logo_constant() -> None:
     assert (REPO / "blocks" / "logo.png").read_bytes() == LOGO_PNG
     assert LOGO_URL.startswith("https://")
-    for block in (KubernetesTarget, AwsTarget, HttpService):
+    for block in (KubernetesTarget, AwsTarget, HttpService, DatabaseTarget):
         assert str(block._logo_url) == LOGO_URL
         # Prefect's client validates the block type (logo URL included) before registering it
         assert str(block._to_block_type().logo_url) == LOGO_URL
@@ -163,7 +169,7 @@ def test_shipped_logo_file_is_the_logo_constant() -> None:
 
 def test_package_exports_every_block() -> None:
     exported = {name for name in blocks.__all__ if Block.is_block_class(getattr(blocks, name))}
-    assert exported == {"KubernetesTarget", "AwsTarget", "HttpService"}
+    assert exported == {"KubernetesTarget", "AwsTarget", "HttpService", "DatabaseTarget"}
 
 
 # --- validation: refusals name the field ------------------------------------------------------
@@ -683,7 +689,7 @@ def test_block_types_register_with_the_prefect_cli(prefect_server: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("Kubernetes Target", "AWS Target", "HTTP Service"):
+    for name in ("Kubernetes Target", "AWS Target", "HTTP Service", "Database Target"):
         assert name in result.stdout
 
 
