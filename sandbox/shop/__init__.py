@@ -24,6 +24,7 @@ environment variables (the container's ``env`` plus the ones it adds):
 =========================  ===========================================================
 
 Routes are listed in :mod:`sandbox.shop.app`; metrics in :mod:`sandbox.shop.metrics`; retry
-settings in :mod:`sandbox.shop.downstream`; flags in :mod:`sandbox.shop.flags`. This package
-never imports Prefect, pandas or prophet: a demo runs a dozen pods on two cores.
+settings in :mod:`sandbox.shop.downstream`; flags in :mod:`decisions.flags` (pure, shared with the
+blue-green runbook that writes them). This package never imports Prefect, pandas or prophet:
+a demo runs a dozen pods on two cores.
 """

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from decisions.flags import Flag, evaluate, parse_flags
 from sandbox.shop import tracing
 from sandbox.shop.accesslog import AccessLog
 from sandbox.shop.behaviour import NO_FAULT, Behaviour, Decider, Fault, fault_document, parse_fault
 from sandbox.shop.config import ConfigError, Settings, WatchedJson, log
-from sandbox.shop.flags import Flag, evaluate, parse_flags
 from sandbox.shop.metrics import ShopMetrics
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from decisions.flags import normalized_value
 from sandbox.outage import OutageServer
-from sandbox.shop.flags import normalized_value
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 10.0

@@ -1,5 +1,6 @@
-"""Flag bucketing of the demo shop: murmur3 x86_32 and Unleash's normalised value, on known
-vectors, stable across processes, monotonic in the rollout percentage."""
+"""Flag bucketing (``decisions.flags``): murmur3 x86_32 and Unleash's normalised value on known
+vectors, stable across processes, monotonic in the rollout percentage; staged-rollout steps; the
+flags document the shop reads and the blue-green runbook writes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,19 @@ import sys
 
 import pytest
 
-from sandbox.shop.flags import Flag, evaluate, is_enabled, normalized_value, parse_flags
-from sandbox.shop.murmur3 import murmur3_32
+from decisions.flags import (
+    VARIANT_SEED,
+    Flag,
+    bucket,
+    evaluate,
+    flags_document,
+    in_rollout,
+    is_enabled,
+    murmur3_32,
+    normalized_value,
+    parse_flags,
+    validate_flag_steps,
+)
 
 # Published vectors (SMHasher's MurmurHash3_x86_32 as collected for implementers; mmh3's
 # unsigned results for the plain strings).
@@ -79,7 +91,7 @@ def test_decisions_are_the_same_in_another_process_with_another_hash_seed() -> N
     users = [f"user-{i}" for i in range(50)]
     here = [normalized_value(u, "new-checkout") for u in users]
     code = (
-        "from sandbox.shop.flags import normalized_value;"
+        "from decisions.flags import normalized_value;"
         f"print([normalized_value(u, 'new-checkout') for u in {users!r}])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -129,3 +141,87 @@ def test_parse_and_evaluate_a_flags_document() -> None:
 def test_bad_flag_documents_are_refused_naming_the_field(document: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_flags(document)
+
+
+@pytest.mark.parametrize(
+    ("group", "user", "expected"),
+    # the same vectors through the brief's argument order: bucket(group, user)
+    [("gr1", "123", 73), ("groupX", "999", 25)],
+)
+def test_bucket_is_normalized_value_with_group_first(group: str, user: str, expected: int) -> None:
+    assert bucket(group, user) == expected
+    assert bucket(group, user) == murmur3_32(f"{group}:{user}") % 100 + 1
+
+
+@pytest.mark.parametrize(
+    ("percent", "expected"),
+    [(0, False), (72, False), (73, True), (100, True)],
+)
+def test_in_rollout_is_on_when_bucket_within_percent(percent: int, expected: bool) -> None:
+    assert in_rollout("gr1", "123", percent) is expected  # bucket 73
+
+
+def test_percent_zero_is_off_even_for_bucket_one() -> None:
+    user = next(f"u{i}" for i in range(10_000) if bucket("g", f"u{i}") == 1)
+    assert not in_rollout("g", user, 0)
+    assert in_rollout("g", user, 1)
+
+
+def test_variant_seed_gives_an_independent_bucket() -> None:
+    assert VARIANT_SEED == 86028157
+    users = [f"user-{i}" for i in range(200)]
+    rollout = [normalized_value(u, "f") for u in users]
+    variant = [normalized_value(u, "f", seed=VARIANT_SEED) for u in users]
+    assert rollout != variant
+    assert all(1 <= v <= 100 for v in variant)
+
+
+@pytest.mark.parametrize("normalizer", [0, -1])
+def test_normalizer_must_be_positive(normalizer: int) -> None:
+    with pytest.raises(ValueError, match="normalizer"):
+        normalized_value("u", "g", normalizer)
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [((10, 50, 100), (10, 50, 100)), ([100], (100,)), ((1, 2), (1, 2))],
+)
+def test_valid_flag_steps(steps: object, expected: tuple[int, ...]) -> None:
+    assert validate_flag_steps(steps) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ((), "at least one"),
+        ((0, 50), "within 1..100"),
+        ((10, 101), "within 1..100"),
+        ((-5,), "within 1..100"),
+        ((50, 50), "strictly increasing"),
+        ((50, 10), "strictly increasing"),
+        ((10.5, 50), "whole percentages"),
+        ((True, 50), "whole percentages"),
+        (("10",), "whole percentages"),
+    ],
+)
+def test_bad_flag_steps_are_refused_naming_steps(steps: tuple[object, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=f"steps.*{message}"):
+        validate_flag_steps(steps)
+
+
+def test_flags_document_round_trips_through_parse_flags() -> None:
+    flags = [
+        Flag("new-checkout", rollout_percent=10, allow=frozenset({"b", "a"})),
+        Flag("dark-mode", enabled=False, rollout_percent=0, group="ui"),
+    ]
+    document = flags_document(flags)
+    assert list(document["flags"]) == ["dark-mode", "new-checkout"]  # type: ignore[call-overload]
+    assert document["flags"]["new-checkout"]["allow"] == ["a", "b"]  # type: ignore[index]
+    assert parse_flags(document) == {f.name: f for f in flags}
+
+
+def test_importing_decisions_flags_does_not_import_pydantic() -> None:
+    """The shop's pods import it at start-up; pydantic would cost them start-up time."""
+    code = "import sys, decisions.flags; print('pydantic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

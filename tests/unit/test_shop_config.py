@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from decisions.flags import parse_flags
 from sandbox.shop.accesslog import combined_line, escape, format_time
 from sandbox.shop.config import ConfigError, WatchedJson, settings_from_env
 from sandbox.shop.downstream import RetrySettings, retry_defaults_from_env, retry_parser
-from sandbox.shop.flags import parse_flags
 
 # nginx's / Apache's combined format, as log parsers read it
 COMBINED = re.compile(
