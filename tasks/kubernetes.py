@@ -170,6 +170,7 @@ class ServicePort(BaseModel):
     name: str | None = None
     port: int
     node_port: int | None = None
+    target_port: int | str | None = Field(None, description="Pod port (number or name).")
 
 
 class ServiceState(BaseModel):
@@ -191,7 +192,9 @@ class ServiceState(BaseModel):
             name=service.metadata.name or "",
             selector=dict((spec.selector if spec else None) or {}),
             ports=tuple(
-                ServicePort(name=p.name, port=p.port, node_port=p.node_port)
+                ServicePort(
+                    name=p.name, port=p.port, node_port=p.node_port, target_port=p.target_port
+                )
                 for p in ((spec.ports if spec else None) or [])
             ),
             created=created,
@@ -236,6 +239,33 @@ def read_deployment(k8s: KubernetesTarget, namespace: str, name: str) -> Deploym
     with k8s.get_api_client() as api:
         found = _read_deployment(k8s, api, namespace, name)
     return DeploymentState.from_api(found) if found is not None else None
+
+
+@task(name="read-deployment-manifest", cache_policy=NO_CACHE)
+def read_deployment_manifest(
+    k8s: KubernetesTarget, namespace: str, name: str
+) -> dict[str, Any] | None:
+    """The live Deployment as a plain manifest (camelCase, as ``kubectl get -o json``), without
+    ``status``; ``None`` when it does not exist.
+
+    What a blue-green rollout copies to deploy the idle colour: the active colour's live spec
+    (probes, env, resources...) with only the image and the colour labels changed.
+    """
+    with k8s.get_api_client() as api:
+        found = _read_deployment(k8s, api, namespace, name)
+        if found is None:
+            return None
+        manifest = api.sanitize_for_serialization(found)
+    manifest.pop("status", None)
+    return manifest
+
+
+@task(name="read-service", cache_policy=NO_CACHE)
+def read_service(k8s: KubernetesTarget, namespace: str, name: str) -> ServiceState | None:
+    """The Service's selector and ports (``nodePort`` included); ``None`` when it does not exist."""
+    with k8s.get_api_client() as api:
+        found = _read_service(k8s, api, namespace, name)
+    return ServiceState.from_api(found) if found is not None else None
 
 
 @task(name="read-service-selector", cache_policy=NO_CACHE)

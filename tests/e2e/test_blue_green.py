@@ -1,0 +1,218 @@
+"""The ``blue-green`` flow end to end: sandbox cluster + Prefect server, real wire protocols.
+
+Each test deploys its own blue v1 (two pods) and active Service under a unique name, and a
+load generator sends continuous GETs through the active Service for the whole run, counting
+every answer that is not a 200. Analyses are short (0.5 s x 3) and health-only (no Prometheus
+block: the thresholds that need one are switched off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from blocks import KubernetesTarget
+from decisions.analysis import AnalysisSpec
+from decisions.bluegreen import BlueGreenParams
+from flows.blue_green import BlueGreenResult, RolloutOutcome, blue_green
+from runbooks.kit import Outcome, artifact_key
+from sandbox.showcase import deployment_manifest, service_manifest
+
+NAMESPACE = "default"
+FAST = AnalysisSpec(interval_seconds=0.5, count=3, success_rate_min=None, p95_latency_max_ms=None)
+
+
+@dataclass
+class Shop:
+    k8s: KubernetesTarget
+    service: str
+    url: str
+
+    def selector(self) -> dict[str, str]:
+        with self.k8s.get_api_client() as api:
+            found = self.k8s.core_v1(api).read_namespaced_service(self.service, NAMESPACE)
+        return dict(found.spec.selector)
+
+    def deployment(self, colour: str):
+        with self.k8s.get_api_client() as api:
+            try:
+                return self.k8s.apps_v1(api).read_namespaced_deployment(
+                    f"{self.service}-{colour}", NAMESPACE
+                )
+            except Exception:
+                return None
+
+    def params(self, image: str, **extra) -> BlueGreenParams:
+        values = {
+            "service": self.service,
+            "namespace": NAMESPACE,
+            "image": image,
+            "replicas": 2,
+            "pre_promotion": FAST,
+            "post_promotion": FAST,
+            "scale_down_delay_seconds": 1,
+            "progress_deadline_seconds": 60,
+        }
+        return BlueGreenParams(**(values | extra))
+
+
+@dataclass
+class Load:
+    """GETs through the active Service, back to back, until stopped."""
+
+    url: str
+    total: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        with httpx.Client(timeout=5.0) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.get(f"{self.url}/pay")
+                    if response.status_code != 200:
+                        self.failures.append(f"HTTP {response.status_code}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                self.total += 1
+
+    def __enter__(self) -> Load:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(10)
+
+
+@pytest.fixture
+def k8s(sandbox) -> KubernetesTarget:
+    return KubernetesTarget(
+        kubeconfig_path=sandbox.endpoints["kubeconfig"], context="sandbox", namespace=NAMESPACE
+    )
+
+
+@pytest.fixture
+def shop(sandbox, prefect_server, k8s: KubernetesTarget) -> Iterator[Shop]:
+    """Blue v1 (2 replicas) behind the active Service ``bg-<hex>``; deleted afterwards."""
+    service = f"bg-{uuid.uuid4().hex[:8]}"
+    labels = {"app": service, "colour": "blue"}
+    manifest = deployment_manifest(f"{service}-blue", "payments", "demo/shop:v1", 2, {})
+    manifest["metadata"]["labels"] = labels | {"role": "payments"}
+    manifest["spec"]["selector"]["matchLabels"] = labels
+    manifest["spec"]["template"]["metadata"]["labels"] = labels | {"role": "payments"}
+    with k8s.get_api_client() as api:
+        k8s.core_v1(api).create_namespaced_service(NAMESPACE, service_manifest(service, labels))
+        k8s.apps_v1(api).create_namespaced_deployment(NAMESPACE, manifest)
+    try:
+        url = sandbox.cluster.wait_for_service(NAMESPACE, service, endpoints=2, timeout_seconds=30)
+        yield Shop(k8s, service, url)
+    finally:
+        with k8s.get_api_client() as api:
+            apps, core = k8s.apps_v1(api), k8s.core_v1(api)
+            for colour in ("blue", "green"):
+                with contextlib.suppress(Exception):  # never created, or already gone
+                    apps.delete_namespaced_deployment(f"{service}-{colour}", NAMESPACE)
+            for name in (service, f"{service}-preview"):
+                with contextlib.suppress(Exception):  # never created, or already gone
+                    core.delete_namespaced_service(name, NAMESPACE)
+
+
+def test_v2_is_promoted_without_a_failed_request(shop: Shop) -> None:
+    with Load(shop.url) as load:
+        result = blue_green(params=shop.params("demo/shop:v2"), kubernetes=shop.k8s)
+        time.sleep(0.3)  # requests after the scale-down land on green
+    assert isinstance(result, BlueGreenResult)
+    assert result.rollout is RolloutOutcome.PROMOTED, result.reason
+    assert result.outcome is Outcome.SUCCEEDED
+    assert result.active_colour == "green"
+    assert result.active_image == "demo/shop:v2"
+    assert shop.selector() == {"app": shop.service, "colour": "green"}
+    assert shop.deployment("blue").spec.replicas == 0
+    green = shop.deployment("green")
+    assert green.spec.template.spec.containers[0].image == "demo/shop:v2"
+    assert green.spec.replicas == 2
+    phases = {(row.phase, row.verdict) for row in result.measurements}
+    assert phases == {("pre_analysis", "successful"), ("post_analysis", "successful")}
+    assert load.failures == [], load.failures[:5]
+    assert load.total >= 500, load.total
+
+
+def test_broken_version_is_rolled_back_fast(shop: Shop) -> None:
+    with Load(shop.url) as load:
+        result = blue_green(params=shop.params("demo/shop:v3-broken"), kubernetes=shop.k8s)
+    assert result.rollout is RolloutOutcome.ROLLED_BACK, result.reason
+    assert result.outcome is Outcome.ROLLED_BACK
+    assert "pre_analysis" in result.reason
+    assert result.rollback_seconds is not None
+    assert result.rollback_seconds < 15
+    assert result.undone == ("undo_deploy_idle",)
+    assert result.measurements[-1].verdict == "failed"
+    assert shop.selector() == {"app": shop.service, "colour": "blue"}
+    assert shop.deployment("green").spec.replicas == 0
+    assert shop.deployment("blue").spec.replicas == 2
+    assert load.failures == [], load.failures[:5]
+    assert load.total > 0
+
+
+def test_crashloop_fails_at_the_rollout_wait_and_leaves_blue_alone(shop: Shop) -> None:
+    blue_before = shop.deployment("blue")
+    started = time.monotonic()
+    with Load(shop.url) as load:
+        result = blue_green(params=shop.params("demo/shop:v5-crashloop"), kubernetes=shop.k8s)
+    elapsed = time.monotonic() - started
+    assert result.rollout is RolloutOutcome.ROLLED_BACK, result.reason
+    assert "RolloutFailedError" in result.reason
+    assert elapsed < 30  # long before the 60 s progress deadline
+    assert result.measurements == ()
+    blue = shop.deployment("blue")
+    assert blue.metadata.generation == blue_before.metadata.generation
+    assert blue.spec.template.spec.containers[0].image == "demo/shop:v1"
+    assert shop.selector() == {"app": shop.service, "colour": "blue"}
+    assert shop.deployment("green").spec.replicas == 0
+    assert load.failures == [], load.failures[:5]
+
+
+def test_dry_run_publishes_the_plan_and_changes_nothing(shop: Shop) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    result = blue_green(params=shop.params("demo/shop:v2", dry_run=True), kubernetes=shop.k8s)
+    assert result.rollout is RolloutOutcome.DRY_RUN
+    assert result.dry_run
+    assert result.plan is not None
+    assert result.plan.idle_colour == "green"
+    assert shop.deployment("green") is None
+    assert shop.selector() == {"app": shop.service, "colour": "blue"}
+    key = artifact_key("blue-green", "plan", f"{NAMESPACE}/{shop.service}")
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    assert artifacts
+    assert "demo/shop:v2" in str(artifacts[0].data)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"replicas": 0}, "replicas"), ({"image": "demo/shop"}, "image")],
+)
+def test_bad_input_is_refused_naming_the_field(shop: Shop, change: dict, field: str) -> None:
+    values = {"service": shop.service, "image": "demo/shop:v2"} | change
+    with pytest.raises(ValidationError, match=field):
+        BlueGreenParams(**values)
+    with pytest.raises(Exception, match=field):  # through Prefect's parameter validation
+        blue_green(params=values, kubernetes=shop.k8s)
+    assert shop.deployment("green") is None
+    assert shop.selector() == {"app": shop.service, "colour": "blue"}
