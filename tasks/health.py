@@ -26,6 +26,7 @@ from blocks.http import HttpService
 from runbooks.errors import RunbookError, from_httpx
 from runbooks.kit._run import logger as run_logger
 from runbooks.resilience import NO_RETRY_EXTENSION
+from tasks._http import json_object
 
 HEALTHY_STATUSES = frozenset({"ok", "pass", "healthy", "up"})
 
@@ -87,7 +88,7 @@ def check_health(service: HttpService, url_override: str | None = None) -> Healt
             checked_at=checked_at,
         )
     latency_ms = (time.perf_counter() - started) * 1000
-    document = _json(response)
+    document = json_object(response)
     status = _text(document.get("status"))
     checks = _flatten(document.get("checks"))
     healthy_status = status is None or status.lower() in HEALTHY_STATUSES
@@ -115,14 +116,6 @@ def check_health(service: HttpService, url_override: str | None = None) -> Healt
 
 def _absolute(service: HttpService, url: str) -> str:
     return url if "://" in url else service.base_url.rstrip("/") + url
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
 
 
 def _text(value: Any) -> str | None:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from blocks.http import HttpService
 from runbooks.errors import InvalidRequestError, UnavailableError, from_httpx, from_status
 from runbooks.kit._run import logger as run_logger
+from tasks._http import json_object
 
 
 class RangeSeries(BaseModel):
@@ -123,7 +124,7 @@ def _get(prometheus: HttpService, path: str, params: dict[str, str], promql: str
             response.read()
     except httpx.HTTPError as exc:
         raise from_httpx(exc, action, target=prometheus.target) from exc
-    document = _json(response)
+    document = json_object(response)
     if response.is_success and document.get("status") == "success":
         for warning in document.get("warnings") or []:
             run_logger(__name__).warning("Prometheus warned about %r: %s", promql, warning)
@@ -142,14 +143,6 @@ def _get(prometheus: HttpService, path: str, params: dict[str, str], promql: str
             target=prometheus.target,
         )
     raise from_status(response.status_code, action, detail=detail, target=prometheus.target)
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
 
 
 def _number(sample: Any) -> float | None:
