@@ -10,8 +10,29 @@ planner already decides what each reached step's undo is, and one ``try`` around
 runs them in reverse on any failure, measuring the time from the first failing check to the
 traffic being safe again.
 
-Not done yet (refused up front, or seams left): ``approval.mode=required`` is refused;
-``migration`` steps are refused (seam: ``_migrate``); ``flag`` rollout is refused; synthetic
+Approval (``approval.mode=required``): after pre-promotion analysis the flow run pauses with
+Prefect's ``pause_flow_run(wait_for_input=ApprovalInput)``; answer it in the UI (the form is
+:class:`ApprovalInput`) or with ``prefect.flow_runs.resume_flow_run(id, run_input={...})``. The
+approver and reason go into the timeline (the audit-trail artifact) and ``result.approval``.
+Endings, each undone like any failure (green scaled to 0; the active selector is never touched
+before the switch):
+
+- ``reject``, or ``approve`` by someone not in ``allowed_approvers`` (when it is non-empty):
+  ``rollout=rejected``, ``outcome=rolled_back`` (a change, deploying green, was undone), event
+  ``runbooks.blue-green.aborted`` with ``{"rollout": "rejected", "approver": ...}``;
+- no answer within ``timeout_seconds``: ``rollout=aborted``, ``outcome=rolled_back``, event
+  ``runbooks.blue-green.aborted`` with ``{"rollout": "aborted"}``. Prefect leaves the run Paused
+  (or its pause-expiry service marks it Failed) and refuses task runs of a run that is not
+  Running, so the flow forces its run back to Running before undoing.
+
+Migrations (``migration.steps`` with a ``database`` block, refused without one): ``expand``
+before green is deployed, ``backfill`` once green is rolled out, ``contract`` last, after the
+bake and the scale-down delay (the rollback window), and only with ``migration.run_contract``
+(the plan holds no contract step otherwise). Rolling back never contracts: a failure stops the
+plan before its contract step, and expand / backfill are kept (backward compatible by
+definition). Applied step ids are recorded in a ledger table, so a re-run skips them.
+
+Not done yet (refused up front, or seams left): ``flag`` rollout is refused; synthetic
 load against the preview is not sent (pre-promotion metrics need real preview traffic).
 """
 
@@ -23,13 +44,18 @@ from enum import StrEnum
 from typing import Any
 
 from prefect import flow
-from pydantic import Field
+from prefect.context import FlowRunContext
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import BaseModel, ConfigDict, Field
 
+from blocks.database import DatabaseTarget
 from blocks.http import HttpService
 from blocks.kubernetes import KubernetesTarget
 from decisions.analysis import AnalysisPhase, AnalysisRun, AnalysisSpec, Measurement, Verdict
 from decisions.bluegreen import (
-    ApprovalMode,
+    ApprovalSpec,
     BlueGreenParams,
     Colour,
     ColourState,
@@ -45,6 +71,7 @@ from decisions.bluegreen import (
     rollback_steps,
 )
 from decisions.bluegreen_manifest import idle_manifest, preview_manifest
+from decisions.migrations import PHASE_ORDER, Phase
 from runbooks.errors import InvalidRequestError, RunbookError
 from runbooks.kit import (
     Outcome,
@@ -71,16 +98,24 @@ from tasks.kubernetes import (
     scale_deployment,
     wait_for_rollout,
 )
+from tasks.migrations import apply_migrations
 from tasks.prometheus import query_prometheus
 
 RUNBOOK = "blue-green"
 PREVIEW_READY_SECONDS = 15.0
-_MIGRATIONS = (StepKind.MIGRATE_EXPAND, StepKind.MIGRATE_BACKFILL, StepKind.MIGRATE_CONTRACT)
+APPROVAL_POLL_SECONDS = 1  # pause_flow_run's default (10 s) would delay every answer
+_MIGRATIONS = {
+    StepKind.MIGRATE_EXPAND: Phase.EXPAND,
+    StepKind.MIGRATE_BACKFILL: Phase.BACKFILL,
+    StepKind.MIGRATE_CONTRACT: Phase.CONTRACT,
+}
 
 
 class RolloutOutcome(StrEnum):
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
+    REJECTED = "rejected"
+    ABORTED = "aborted"
     NOOP = "noop"
     DRY_RUN = "dry_run"
 
@@ -88,6 +123,9 @@ class RolloutOutcome(StrEnum):
 _OUTCOME = {
     RolloutOutcome.PROMOTED: Outcome.SUCCEEDED,
     RolloutOutcome.ROLLED_BACK: Outcome.ROLLED_BACK,
+    # rejected / approval timed out: green was deployed, then undone, so the world changed back
+    RolloutOutcome.REJECTED: Outcome.ROLLED_BACK,
+    RolloutOutcome.ABORTED: Outcome.ROLLED_BACK,
     RolloutOutcome.NOOP: Outcome.NO_CHANGE,
     RolloutOutcome.DRY_RUN: Outcome.DRY_RUN,
 }
@@ -102,13 +140,45 @@ class MeasurementRow(Measurement):
     reason: str
 
 
+class ApprovalDecision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class ApprovalInput(RunInput):
+    """The answer to a paused blue-green rollout (the Prefect UI renders it as a form)."""
+
+    decision: ApprovalDecision = Field(description="approve to switch traffic, reject to undo.")
+    approver: str = Field(min_length=1, max_length=200, description="Who answers.")
+    reason: str = Field("", max_length=2000, description="Why, for the audit trail.")
+
+
+class ApprovalRecord(BaseModel):
+    """What the approval gate decided, and who decided it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision: ApprovalDecision | None = Field(description="The answer; None when none came.")
+    approver: str | None = None
+    reason: str = ""
+    accepted: bool = Field(description="True only for an approve by an allowed approver.")
+    note: str = Field(description="One sentence for the audit trail.")
+    at: datetime
+
+
 class BlueGreenResult(RunbookResult):
-    rollout: RolloutOutcome = Field(description="promoted, rolled_back, noop or dry_run.")
+    rollout: RolloutOutcome = Field(
+        description="promoted, rolled_back, rejected, aborted, noop or dry_run."
+    )
     plan: RolloutPlan | None = None
     active_colour: Colour | None = Field(None, description="The colour serving after the run.")
     active_image: str | None = Field(None, description="The image serving after the run.")
     measurements: tuple[MeasurementRow, ...] = ()
     undone: tuple[str, ...] = Field((), description="Undo step keys run, in order.")
+    approval: ApprovalRecord | None = Field(None, description="The approval gate's answer.")
+    migrations_applied: tuple[str, ...] = Field(
+        (), description="Migration step ids applied by this run, in order."
+    )
     rollback_seconds: float | None = Field(
         None, description="First failing check -> traffic safe on the old colour again."
     )
@@ -118,20 +188,26 @@ class AnalysisFailed(RunbookError):
     """An analysis ended failed or inconclusive: the version must not (stay) promoted."""
 
 
-def _refuse_unsupported(params: BlueGreenParams, prometheus: HttpService | None) -> None:
+class ApprovalRejected(RunbookError):
+    """The approval gate was answered with reject, or by someone not allowed to approve."""
+
+
+class ApprovalTimedOut(RunbookError):
+    """Nobody answered the approval gate in time."""
+
+
+def _refuse_unsupported(
+    params: BlueGreenParams, prometheus: HttpService | None, database: DatabaseTarget | None
+) -> None:
     """Refuse, before anything changes, what this flow does not do yet (one sentence each)."""
-    if params.approval.mode is ApprovalMode.REQUIRED:
-        raise InvalidRequestError(
-            "approval.mode 'required' is not supported by the blue-green flow yet: use "
-            "approval.mode 'none'"
-        )
     if params.flag is not None:
         raise InvalidRequestError(
             "flag rollout is not supported by the blue-green flow yet: leave flag empty"
         )
-    if any(params.migration.due(phase) for phase in _migration_phases()):
+    if database is None and any(params.migration.due(phase) for phase in PHASE_ORDER):
         raise InvalidRequestError(
-            "migration steps are not supported by the blue-green flow yet: leave migration empty"
+            "migration has steps but no database block was given: pass database, or leave "
+            "migration.steps empty"
         )
     if prometheus is None:
         for field, spec in (
@@ -143,12 +219,6 @@ def _refuse_unsupported(params: BlueGreenParams, prometheus: HttpService | None)
                     f"{field} checks success_rate_min / p95_latency_max_ms but no prometheus "
                     "block was given: pass one, or set both thresholds to null (health only)"
                 )
-
-
-def _migration_phases() -> tuple[Any, ...]:
-    from decisions.migrations import Phase
-
-    return tuple(Phase)
 
 
 def _colour_state(state: DeploymentState | None) -> ColourState:
@@ -237,6 +307,8 @@ class _Run:
         self.rows: list[MeasurementRow] = []
         self.first_failure: float | None = None
         self.switched_at: float | None = None
+        self.approval: ApprovalRecord | None = None
+        self.migrated: list[str] = []
 
     def start(self, step: Step) -> None:
         self.reached.append(step.key)
@@ -298,12 +370,80 @@ def _wait_preview(url: str, deadline_seconds: float) -> None:
         time.sleep(0.2)
 
 
-def _migrate(run: _Run, step: Step) -> None:
-    """Seam for expand / backfill / contract migrations (tasks.migrations, blocks.database).
+def _await_approval(run: _Run, step: Step) -> None:
+    """Pause the flow run for an :class:`ApprovalInput`; return on an accepted approval only."""
+    spec = run.plan.params.approval
+    target = run.plan.params.target
+    try:
+        answer = pause_flow_run(
+            wait_for_input=ApprovalInput,
+            timeout=spec.timeout_seconds,
+            poll_interval=APPROVAL_POLL_SECONDS,
+            key="approval",  # lowercase letters, digits and dashes only
+        )
+    except FlowPauseTimeout as exc:
+        _take_run_back()
+        note = f"no answer within {spec.timeout_seconds} s: aborting"
+        run.approval = ApprovalRecord(decision=None, accepted=False, note=note, at=_now())
+        run.timeline.add(step.key, note, ok=False)
+        raise ApprovalTimedOut(
+            f"approval timed out after {spec.timeout_seconds} s", target=target
+        ) from exc
+    run.approval = _judge(spec, answer)
+    run.timeline.add(step.key, run.approval.note, ok=run.approval.accepted)
+    if not run.approval.accepted:
+        raise ApprovalRejected(run.approval.note, target=target)
 
-    Unreachable today: :func:`_refuse_unsupported` refuses plans with migration steps.
-    """
-    raise InvalidRequestError(f"migration step {step.key} is not supported yet")
+
+def _judge(spec: ApprovalSpec, answer: ApprovalInput) -> ApprovalRecord:
+    """An answer as the audit trail records it: approve counts only from an allowed approver."""
+    who, why = answer.approver, answer.reason or "no reason given"
+    if answer.decision is ApprovalDecision.REJECT:
+        note, accepted = f"rejected by {who}: {why}", False
+    elif not spec.may_approve(who):
+        allowed = ", ".join(spec.allowed_approvers)
+        note, accepted = f"approve by {who} refused: not an allowed approver ({allowed})", False
+    else:
+        note, accepted = f"approved by {who}: {why}", True
+    return ApprovalRecord(
+        decision=answer.decision,
+        approver=who,
+        reason=answer.reason,
+        accepted=accepted,
+        note=note,
+        at=_now(),
+    )
+
+
+def _take_run_back() -> None:
+    """After a pause timed out the server keeps the run Paused (or marks it Failed) and refuses
+    its task runs; force it back to Running so the undo steps can run."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    context = FlowRunContext.get()
+    assert context is not None, "called inside the flow run"
+    assert context.flow_run is not None
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(context.flow_run.id, Running(), force=True)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _migrate(run: _Run, step: Step, database: DatabaseTarget | None) -> None:
+    """Apply the step's phase of the migration (already applied step ids are skipped)."""
+    p = run.plan.params
+    assert database is not None, "_refuse_unsupported refuses migrations without a database"
+    phase = _MIGRATIONS[step.kind]
+    applied = apply_migrations(database, p.migration, phase, runbook_target=p.target)
+    run.migrated += applied
+    detail = f"applied {', '.join(applied) or 'nothing'} on {database.target}"
+    skipped = [i for i in step.migration_ids if i not in applied]
+    if skipped:
+        detail += f"; already applied: {', '.join(skipped)}"
+    run.timeline.add(step.key, detail)
 
 
 def _act(
@@ -312,6 +452,7 @@ def _act(
     prometheus: HttpService | None,
     active_url: str,
     active_ports: tuple[ServicePort, ...],
+    database: DatabaseTarget | None,
 ) -> None:
     """Execute the plan's steps in order (resume plans included)."""
     plan, p = run.plan, run.plan.params
@@ -323,7 +464,7 @@ def _act(
             continue  # taken by the caller around _act
         run.start(step)
         if step.kind in _MIGRATIONS:
-            _migrate(run, step)
+            _migrate(run, step, database)
         elif step.kind is StepKind.DEPLOY_IDLE:
             live = read_deployment_manifest(k8s, ns, deployment_name(svc, old))
             if live is None:
@@ -368,6 +509,8 @@ def _act(
         elif step.kind is StepKind.PRE_ANALYSIS:
             assert preview_url is not None, "point_preview precedes pre_analysis in every plan"
             _analyse(run, step, p.pre_promotion, preview_url, prometheus)
+        elif step.kind is StepKind.APPROVAL:
+            _await_approval(run, step)
         elif step.kind is StepKind.SWITCH:
             patch_service_selector(
                 k8s, ns, svc, pod_labels(svc, new), expected=pod_labels(svc, old)
@@ -429,12 +572,13 @@ def blue_green(
     params: BlueGreenParams,
     kubernetes: KubernetesTarget,
     prometheus: HttpService | None = None,
+    database: DatabaseTarget | None = None,
 ) -> BlueGreenResult:
     """Roll ``params.image`` out to the idle colour of ``params.service``; promote or roll back."""
     log = run_logger(__name__)
     timeline = Timeline()
     p = params
-    _refuse_unsupported(p, prometheus)
+    _refuse_unsupported(p, prometheus, database)
     active_service = read_service(kubernetes, p.namespace, p.service)
     active_url = _service_url(active_service) if active_service is not None else None
     observed = observe(p, kubernetes, active_service, active_url)
@@ -483,7 +627,7 @@ def blue_green(
         emit(RUNBOOK, "started", p.target, payload={"image": p.image, "plan": plan.outcome.value})
         run = _Run(plan, timeline)
         try:
-            _act(run, kubernetes, prometheus, active_url, active_service.ports)
+            _act(run, kubernetes, prometheus, active_url, active_service.ports, database)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             timeline.add("failed", reason, ok=False)
@@ -497,22 +641,20 @@ def blue_green(
                 emit(RUNBOOK, "aborted", p.target, payload={"reason": str(undo_exc)})
                 publish_timeline(RUNBOOK, p.target, timeline)
                 raise undo_exc from exc
-            rollback_seconds = time.monotonic() - run.first_failure
+            rollback_seconds = round(time.monotonic() - run.first_failure, 3)
             _publish_measurements(p, run.rows)
-            emit(
-                RUNBOOK,
-                "rolled-back",
-                p.target,
-                payload={"reason": reason, "rollback_seconds": round(rollback_seconds, 3)},
-            )
+            ending = _ending(exc)
+            _emit_ending(run, ending, reason, rollback_seconds)
             return result(
-                RolloutOutcome.ROLLED_BACK,
+                ending,
                 reason,
                 active_colour=plan.active_colour,
                 active_image=plan.active_image,
                 measurements=tuple(run.rows),
                 undone=undone,
-                rollback_seconds=round(rollback_seconds, 3),
+                rollback_seconds=rollback_seconds,
+                approval=run.approval,
+                migrations_applied=tuple(run.migrated),
             )
     _publish_measurements(p, run.rows)
     new = plan.idle_colour if plan.outcome is PlanOutcome.ROLLOUT else plan.active_colour
@@ -522,7 +664,30 @@ def blue_green(
         active_colour=new,
         active_image=p.image,
         measurements=tuple(run.rows),
+        approval=run.approval,
+        migrations_applied=tuple(run.migrated),
     )
+
+
+def _ending(exc: Exception) -> RolloutOutcome:
+    """How an undone rollout ended: rejected at the gate, aborted (no answer) or rolled back."""
+    if isinstance(exc, ApprovalRejected):
+        return RolloutOutcome.REJECTED
+    if isinstance(exc, ApprovalTimedOut):
+        return RolloutOutcome.ABORTED
+    return RolloutOutcome.ROLLED_BACK
+
+
+def _emit_ending(run: _Run, ending: RolloutOutcome, reason: str, rollback_seconds: float) -> None:
+    target = run.plan.params.target
+    if ending is RolloutOutcome.ROLLED_BACK:
+        payload = {"reason": reason, "rollback_seconds": rollback_seconds}
+        emit(RUNBOOK, "rolled-back", target, payload=payload)
+        return
+    payload = {"reason": reason, "rollout": ending.value}
+    if run.approval is not None and run.approval.approver is not None:
+        payload["approver"] = run.approval.approver
+    emit(RUNBOOK, "aborted", target, payload=payload)
 
 
 def _publish_measurements(p: BlueGreenParams, rows: list[MeasurementRow]) -> None:
