@@ -42,14 +42,14 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from sandbox.load import Load
 
 NAMESPACE = "default"
 REPLICAS = 2
@@ -79,40 +79,6 @@ def _quiet_prefect_environment(home: Path) -> None:
     )
     os.environ.pop("PREFECT_API_URL", None)
     os.environ.pop("PREFECT_API_KEY", None)
-
-
-@dataclass
-class Load:
-    """GETs through the active Service, back to back, until stopped."""
-
-    url: str
-    total: int = 0
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _loop(self) -> None:
-        import httpx
-
-        with httpx.Client(timeout=5.0) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.get(f"{self.url}/pay")
-                    if response.status_code != 200:
-                        self.failures.append(f"HTTP {response.status_code}")
-                except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                self.total += 1
-
-    def __enter__(self) -> Load:
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(10)
 
 
 def _blue_manifest(name: str, labels: dict[str, str], image: str) -> dict[str, Any]:

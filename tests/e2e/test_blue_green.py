@@ -15,12 +15,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -32,6 +31,7 @@ from decisions.migrations import MigrationSpec, MigrationStep, Phase
 from flows.blue_green import BlueGreenResult, RolloutOutcome, blue_green
 from runbooks.errors import InvalidRequestError
 from runbooks.kit import Outcome, artifact_key
+from sandbox.load import Load
 from sandbox.showcase import deployment_manifest, service_manifest
 
 NAMESPACE = "default"
@@ -70,38 +70,6 @@ class Shop:
             "progress_deadline_seconds": 60,
         }
         return BlueGreenParams(**(values | extra))
-
-
-@dataclass
-class Load:
-    """GETs through the active Service, back to back, until stopped."""
-
-    url: str
-    total: int = 0
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _loop(self) -> None:
-        with httpx.Client(timeout=5.0) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.get(f"{self.url}/pay")
-                    if response.status_code != 200:
-                        self.failures.append(f"HTTP {response.status_code}")
-                except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                self.total += 1
-
-    def __enter__(self) -> Load:
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(10)
 
 
 @pytest.fixture
