@@ -63,16 +63,12 @@ ARGO_PROGRESS_DEADLINE_SECONDS = 600
 
 def _quiet_prefect_environment(home: Path) -> None:
     """Prefect reads its settings once, at import: set them before anything imports it."""
+    from sandbox.stack import prefect_settings
+
     os.environ.update(
-        {
-            "PREFECT_HOME": str(home),
-            "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1",
-            "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "false",
+        prefect_settings(home)
+        | {
             "PREFECT_SERVER_UI_ENABLED": "false",
-            "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
-            "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
             "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
             "PREFECT_LOGGING_LEVEL": "WARNING",
         }

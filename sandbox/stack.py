@@ -215,16 +215,26 @@ class PrefectComponent:
             self._process = None
 
 
-def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
-    """Environment for a Prefect process of the sandbox: its own home, telemetry off."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {
+def prefect_settings(home: Path) -> dict[str, str]:
+    """Settings for a quiet, private Prefect: its own home, no analytics or telemetry, no
+    "database is locked" retries in the logs. Shared by the sandbox's Prefect processes, the
+    test harness and the benchmarks (set before Prefect is imported: it reads them once)."""
+    return {
         "PREFECT_HOME": str(home),
+        "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "false",
         "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
+
+
+def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+    """Environment for a Prefect process of the sandbox: :func:`prefect_settings` and,
+    optionally, the API it talks to; no other ``PREFECT_*`` leaks in from this process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= prefect_settings(home)
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env

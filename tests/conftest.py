@@ -19,18 +19,14 @@ from typing import Any
 
 import pytest
 
+from sandbox.stack import prefect_settings  # imports no Prefect
+
 # Prefect reads its settings once, at import: these must be set before anything imports it.
 _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="runbooks-tests-prefect-"))
 os.environ.update(
-    {
-        "PREFECT_HOME": str(_PREFECT_HOME),
-        "PREFECT_PROFILES_PATH": str(_PREFECT_HOME / "profiles.toml"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "false",
+    prefect_settings(_PREFECT_HOME)
+    | {
         "PREFECT_SERVER_UI_ENABLED": "false",
-        "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
-        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
         # events are stored every 5 s by default; tests that read them back would wait for it
         "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
