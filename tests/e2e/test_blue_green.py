@@ -9,100 +9,22 @@ block: the thresholds that need one are switched off).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import sqlite3
-import threading
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
+from bluegreen_shop import NAMESPACE, Background, Shop
 from pydantic import ValidationError
 
-from blocks import KubernetesTarget
 from blocks.database import DatabaseTarget
-from decisions.analysis import AnalysisSpec
 from decisions.bluegreen import ApprovalSpec, BlueGreenParams
 from decisions.migrations import MigrationSpec, MigrationStep, Phase
 from flows.blue_green import BlueGreenResult, RolloutOutcome, blue_green
 from runbooks.errors import InvalidRequestError
 from runbooks.kit import Outcome, artifact_key
 from sandbox.load import Load
-from sandbox.showcase import deployment_manifest, service_manifest
-
-NAMESPACE = "default"
-FAST = AnalysisSpec(interval_seconds=0.5, count=3, success_rate_min=None, p95_latency_max_ms=None)
-
-
-@dataclass
-class Shop:
-    k8s: KubernetesTarget
-    service: str
-    url: str
-
-    def selector(self) -> dict[str, str]:
-        with self.k8s.get_api_client() as api:
-            found = self.k8s.core_v1(api).read_namespaced_service(self.service, NAMESPACE)
-        return dict(found.spec.selector)
-
-    def deployment(self, colour: str):
-        with self.k8s.get_api_client() as api:
-            try:
-                return self.k8s.apps_v1(api).read_namespaced_deployment(
-                    f"{self.service}-{colour}", NAMESPACE
-                )
-            except Exception:
-                return None
-
-    def params(self, image: str, **extra) -> BlueGreenParams:
-        values = {
-            "service": self.service,
-            "namespace": NAMESPACE,
-            "image": image,
-            "replicas": 2,
-            "pre_promotion": FAST,
-            "post_promotion": FAST,
-            "scale_down_delay_seconds": 1,
-            "progress_deadline_seconds": 60,
-        }
-        return BlueGreenParams(**(values | extra))
-
-
-@pytest.fixture
-def k8s(sandbox) -> KubernetesTarget:
-    return KubernetesTarget(
-        kubeconfig_path=sandbox.endpoints["kubeconfig"], context="sandbox", namespace=NAMESPACE
-    )
-
-
-@pytest.fixture
-def shop(sandbox, prefect_server, k8s: KubernetesTarget) -> Iterator[Shop]:
-    """Blue v1 (2 replicas) behind the active Service ``bg-<hex>``; deleted afterwards."""
-    service = f"bg-{uuid.uuid4().hex[:8]}"
-    labels = {"app": service, "colour": "blue"}
-    manifest = deployment_manifest(f"{service}-blue", "payments", "demo/shop:v1", 2, {})
-    manifest["metadata"]["labels"] = labels | {"role": "payments"}
-    manifest["spec"]["selector"]["matchLabels"] = labels
-    manifest["spec"]["template"]["metadata"]["labels"] = labels | {"role": "payments"}
-    with k8s.get_api_client() as api:
-        k8s.core_v1(api).create_namespaced_service(NAMESPACE, service_manifest(service, labels))
-        k8s.apps_v1(api).create_namespaced_deployment(NAMESPACE, manifest)
-    try:
-        url = sandbox.cluster.wait_for_service(NAMESPACE, service, endpoints=2, timeout_seconds=30)
-        yield Shop(k8s, service, url)
-    finally:
-        with k8s.get_api_client() as api:
-            apps, core = k8s.apps_v1(api), k8s.core_v1(api)
-            for colour in ("blue", "green"):
-                with contextlib.suppress(Exception):  # never created, or already gone
-                    apps.delete_namespaced_deployment(f"{service}-{colour}", NAMESPACE)
-            for name in (service, f"{service}-preview"):
-                with contextlib.suppress(Exception):  # never created, or already gone
-                    core.delete_namespaced_service(name, NAMESPACE)
 
 
 def test_v2_is_promoted_without_a_failed_request(shop: Shop) -> None:
@@ -195,66 +117,6 @@ def test_bad_input_is_refused_naming_the_field(shop: Shop, change: dict, field: 
 
 
 # -- approval gate -----------------------------------------------------------------------------
-
-
-@dataclass
-class Background:
-    """The flow run in a thread (with this thread's Prefect settings), tagged to be found."""
-
-    tag: str
-    result: Any = None
-    error: BaseException | None = None
-    _thread: threading.Thread | None = None
-
-    def start(self, **kwargs: Any) -> Background:
-        from prefect import tags
-
-        def run() -> None:
-            try:
-                with tags(self.tag):
-                    self.result = blue_green(**kwargs)
-            except BaseException as exc:  # reported by join()
-                self.error = exc
-
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(run,), daemon=True)
-        self._thread.start()
-        return self
-
-    def paused_run_id(self, timeout_seconds: float = 60) -> UUID:
-        """The id of this flow run once it is Paused (polls the API, bounded)."""
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-            FlowRunFilterTags,
-        )
-        from prefect.client.schemas.objects import StateType
-
-        flow_filter = FlowRunFilter(
-            tags=FlowRunFilterTags(all_=[self.tag]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
-        )
-        deadline = time.monotonic() + timeout_seconds
-        with get_client(sync_client=True) as client:
-            while time.monotonic() < deadline:
-                assert self._thread is not None
-                if not self._thread.is_alive():
-                    raise AssertionError(f"the flow ended before pausing: {self.error!r}")
-                runs = client.read_flow_runs(flow_run_filter=flow_filter)
-                if runs:
-                    return runs[0].id
-                time.sleep(0.2)
-        raise AssertionError(f"no paused flow run tagged {self.tag} within {timeout_seconds}s")
-
-    def join(self, timeout_seconds: float = 90) -> BlueGreenResult:
-        assert self._thread is not None
-        self._thread.join(timeout_seconds)
-        assert not self._thread.is_alive(), "the flow run did not finish in time"
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 def _approval_params(shop: Shop, **approval: Any) -> BlueGreenParams:
