@@ -35,7 +35,7 @@ import re
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 PLACEHOLDERS = ("namespace", "service", "colour", "window")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -108,12 +108,24 @@ class AnalysisSpec(BaseModel):
     synthetic_load_rps: float = Field(
         0.0, ge=0, le=1000, description="Requests per second sent to the colour; 0 = off."
     )
+    synthetic_load_path: str = Field(
+        "/", description="Business path the synthetic load requests (not a probe path)."
+    )
+    initial_delay_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Seconds between the start (and its synthetic load) and the first "
+        "measurement, so the query window holds data; Argo's initialDelay.",
+    )
 
-    @field_validator("health_path")
+    @field_validator("health_path", "synthetic_load_path")
     @classmethod
-    def _path_shape(cls, value: str) -> str:
+    def _path_shape(cls, value: str, info: ValidationInfo) -> str:
         if not _PATH.match(value):
-            raise ValueError(f"health_path must be an absolute path like /health, got {value!r}")
+            raise ValueError(
+                f"{info.field_name} must be an absolute path like /health, got {value!r}"
+            )
         return value
 
     @field_validator("window")

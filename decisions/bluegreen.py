@@ -66,6 +66,15 @@ def preview_service_name(service: str) -> str:
     return f"{service}-preview"
 
 
+def flags_config_map_name(service: str) -> str:
+    """The default ConfigMap of a service's feature flags (key :data:`FLAGS_KEY`)."""
+    return f"{service}-flags"
+
+
+FLAGS_KEY = "flags.json"
+"""The ConfigMap key holding the flags document (``decisions.flags``)."""
+
+
 def pod_labels(service: str, colour: Colour) -> dict[str, str]:
     """The labels of a colour's pods, and the active Service's selector when it is active."""
     return {"app": service, "colour": colour.value}
@@ -133,6 +142,29 @@ class FlagRollout(BaseModel):
     steps: tuple[int, ...] = Field(
         (10, 50, 100), description="Percentages, strictly increasing in 1..100."
     )
+    config_map: str | None = Field(
+        None,
+        description="ConfigMap holding the flags document under flags.json, mounted by the "
+        "service's pods; empty: <service>-flags.",
+    )
+    hold: AnalysisSpec = Field(
+        default_factory=lambda: AnalysisSpec(count=3),
+        description="Analysis of the active colour after each step; the next step waits for it "
+        "to pass, and a failure turns the flag off (kill switch) and rolls back.",
+    )
+
+    @field_validator("config_map")
+    @classmethod
+    def _config_map_shape(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 63 or not _LABEL.match(value)):
+            raise ValueError(
+                "config_map must be a DNS-1123 label (lowercase letters, digits and '-', at "
+                f"most 63 characters); got {value!r}"
+            )
+        return value
+
+    def config_map_name(self, service: str) -> str:
+        return self.config_map or flags_config_map_name(service)
 
     @field_validator("name")
     @classmethod
@@ -483,13 +515,18 @@ def plan_rollout(params: BlueGreenParams, observed: ObservedState) -> RolloutPla
         _post_analysis(p, idle),
     ]
     if p.flag is not None:
+        config_map = p.flag.config_map_name(p.service)
+        hold = p.flag.hold
         for percent in p.flag.steps:
             steps.append(
                 Step(
                     key=f"flag_{percent}",
                     kind=StepKind.FLAG,
+                    colour=idle,
                     percent=percent,
-                    sentence=f"Roll flag {p.flag.name} out to {percent} %, then check health.",
+                    seconds=hold.initial_delay_seconds + hold.interval_seconds * hold.count,
+                    sentence=f"Roll flag {p.flag.name} out to {percent} % (ConfigMap "
+                    f"{config_map}), then hold while {hold.count} measurement(s) pass.",
                 )
             )
     steps += [_scale_down(p, active, p.scale_down_delay_seconds), *_contract(p)]

@@ -85,3 +85,16 @@ def preview_manifest(
         },
         "spec": {"selector": pod_labels(service, colour), "ports": ports},
     }
+
+
+def mounted_config_maps(manifest: dict[str, Any]) -> frozenset[str]:
+    """Names of the ConfigMaps a Deployment manifest's pods mount as volumes (projected too)."""
+    pod = ((manifest.get("spec") or {}).get("template") or {}).get("spec") or {}
+    names: set[str] = set()
+    for volume in pod.get("volumes") or []:
+        if (volume.get("configMap") or {}).get("name"):
+            names.add(volume["configMap"]["name"])
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if (source.get("configMap") or {}).get("name"):
+                names.add(source["configMap"]["name"])
+    return frozenset(names)

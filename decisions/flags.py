@@ -35,7 +35,7 @@ would pick a random bucket per call; an anonymous flip-flop helps nobody in a de
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 STRATEGY_SEED = 0
@@ -171,6 +171,21 @@ def evaluate(flags: Mapping[str, Flag], user: str | None) -> dict[str, bool]:
 def flags_document(flags: Iterable[Flag]) -> dict[str, object]:
     """The flags document for ``flags`` (JSON-ready), the inverse of :func:`parse_flags`."""
     return {"flags": {flag.name: flag.to_document() for flag in sorted(flags, key=_name)}}
+
+
+def with_rollout(flags: Mapping[str, Flag], name: str, percent: float) -> dict[str, Flag]:
+    """``flags`` with ``name`` enabled for ``percent`` % of users (its allow list and group kept;
+    created when missing). Other flags are left exactly as they are."""
+    if not 0 <= percent <= 100:
+        raise ValueError(f"percent must be within [0, 100], got {percent}")
+    current = flags.get(name) or Flag(name)
+    return dict(flags) | {name: replace(current, enabled=True, rollout_percent=float(percent))}
+
+
+def killed(flags: Mapping[str, Flag], name: str) -> dict[str, Flag]:
+    """The kill switch: ``name`` off for everyone (allow list kept, so re-enabling restores it)."""
+    current = flags.get(name) or Flag(name)
+    return dict(flags) | {name: replace(current, enabled=False, rollout_percent=0.0)}
 
 
 def _name(flag: Flag) -> str:

@@ -193,6 +193,8 @@ def test_render_query_keeps_promql_braces() -> None:
         ({"p95_latency_max_ms": 0}, "p95_latency_max_ms"),
         ({"synthetic_load_rps": -1}, "synthetic_load_rps"),
         ({"health_path": "health"}, "health_path"),
+        ({"synthetic_load_path": "pay"}, "synthetic_load_path"),
+        ({"initial_delay_seconds": -1}, "initial_delay_seconds"),
         ({"window": "30 seconds"}, "window"),
         ({"success_rate_query": "sum(up)"}, "success_rate_query"),
         ({"p95_latency_query": 'x{c="{colour}",d="{color}"}'}, "p95_latency_query"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from decisions.bluegreen import Colour
-from decisions.bluegreen_manifest import idle_manifest
+from decisions.bluegreen_manifest import idle_manifest, mounted_config_maps
 
 LIVE = {
     "apiVersion": "apps/v1",
@@ -56,3 +56,26 @@ def test_idle_manifest_refuses_a_template_without_containers() -> None:
             image="demo/shop:v2",
             replicas=1,
         )
+
+
+def test_mounted_config_maps_reads_plain_and_projected_volumes() -> None:
+    manifest = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "volumes": [
+                        {"name": "flags", "configMap": {"name": "shop-flags"}},
+                        {"name": "scratch", "emptyDir": {}},
+                        {
+                            "name": "all",
+                            "projected": {
+                                "sources": [{"configMap": {"name": "extra"}}, {"secret": {}}]
+                            },
+                        },
+                    ]
+                }
+            }
+        }
+    }
+    assert mounted_config_maps(manifest) == {"shop-flags", "extra"}
+    assert mounted_config_maps(LIVE) == frozenset()

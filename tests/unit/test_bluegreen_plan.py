@@ -115,6 +115,8 @@ def test_images_with_tag_or_digest_are_accepted(image: str) -> None:
         ({"flag": {"name": "f", "steps": [50, 10]}}, "flag.steps", "strictly increasing"),
         ({"flag": {"name": "f", "steps": [0, 100]}}, "flag.steps", "1..100"),
         ({"flag": {"name": "f", "steps": []}}, "flag.steps", "at least one"),
+        ({"flag": {"name": "f", "config_map": "Flags"}}, "flag.config_map", "DNS-1123"),
+        ({"flag": {"name": "f", "hold": {"count": 0}}}, "flag.hold.count", ""),
         (
             {"migration": {"steps": [{"id": "X", "phase": "expand", "sql": "x"}]}},
             "migration.steps",
@@ -214,6 +216,9 @@ def test_full_plan_with_migration_approval_preview_size_and_flag() -> None:
     assert plan.step("migrate_contract").migration_ids == ("0003-drop",)
     assert "alice" in plan.step("approval").sentence
     assert plan.step("flag_50").percent == 50
+    assert "checkout-flags" in plan.step("flag_50").sentence  # the default ConfigMap
+    assert p.flag is not None
+    assert plan.step("flag_50").seconds == p.flag.hold.interval_seconds * p.flag.hold.count
 
 
 def test_contract_only_when_asked() -> None:

@@ -18,10 +18,12 @@ from decisions.flags import (
     flags_document,
     in_rollout,
     is_enabled,
+    killed,
     murmur3_32,
     normalized_value,
     parse_flags,
     validate_flag_steps,
+    with_rollout,
 )
 
 # Published vectors (SMHasher's MurmurHash3_x86_32 as collected for implementers; mmh3's
@@ -225,3 +227,19 @@ def test_importing_decisions_flags_does_not_import_pydantic() -> None:
     code = "import sys, decisions.flags; print('pydantic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_rollout_steps_and_kill_switch_keep_the_rest_of_the_document() -> None:
+    other = Flag("dark-mode", rollout_percent=30.0)
+    beta = Flag("new-checkout", enabled=False, rollout_percent=0.0, allow=frozenset({"beta"}))
+    flags = {"dark-mode": other, "new-checkout": beta}
+    at_50 = with_rollout(flags, "new-checkout", 50)
+    assert at_50["dark-mode"] == other
+    assert at_50["new-checkout"] == Flag("new-checkout", True, 50.0, frozenset({"beta"}))
+    off = killed(at_50, "new-checkout")
+    assert off["new-checkout"] == Flag("new-checkout", False, 0.0, frozenset({"beta"}))
+    assert evaluate(off, "beta") == {"dark-mode": is_enabled(other, "beta"), "new-checkout": False}
+    assert with_rollout({}, "fresh", 10)["fresh"] == Flag("fresh", True, 10.0)
+    assert flags == {"dark-mode": other, "new-checkout": beta}  # inputs untouched
+    with pytest.raises(ValueError, match="percent"):
+        with_rollout(flags, "new-checkout", 101)
