@@ -27,9 +27,10 @@ MAX_FAILURES_KEPT = 1000
 class RequestLoad:
     """``with RequestLoad(url, path="/", rps=10) as load: ...``; then ``load.total``, ``.failures``.
 
-    ``rps=None`` sends back to back (one request in flight at a time). Every non-200 answer and
-    every transport error is a failure, kept as a short string (the first
-    :data:`MAX_FAILURES_KEPT`; ``failed`` counts them all).
+    ``rps=None`` sends back to back, ``concurrency`` requests in flight at a time (``rps`` is
+    the total rate, shared by the workers). Every non-200 answer and every transport error is a
+    failure, kept as a short string (the first :data:`MAX_FAILURES_KEPT`; ``failed`` counts them
+    all).
     """
 
     url: str
@@ -37,15 +38,17 @@ class RequestLoad:
     rps: float | None = None
     timeout_seconds: float = 5.0
     max_seconds: float = 3600.0
+    concurrency: int = 1
     total: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def _loop(self) -> None:
         deadline = time.monotonic() + self.max_seconds
-        gap = 1.0 / self.rps if self.rps else 0.0
+        gap = self.concurrency / self.rps if self.rps else 0.0
         next_at = time.monotonic()
         headers = {"User-Agent": USER_AGENT}
         with httpx.Client(timeout=self.timeout_seconds, headers=headers) as client:
@@ -56,22 +59,28 @@ class RequestLoad:
                         self._fail(f"HTTP {response.status_code}")
                 except httpx.HTTPError as exc:
                     self._fail(repr(exc))
-                self.total += 1
+                with self._lock:
+                    self.total += 1
                 if gap:
                     next_at = max(next_at + gap, time.monotonic() - 1.0)  # no catch-up bursts
                     self._stop.wait(max(0.0, next_at - time.monotonic()))
 
     def _fail(self, what: str) -> None:
-        self.failed += 1
-        if len(self.failures) < MAX_FAILURES_KEPT:
-            self.failures.append(what)
+        with self._lock:
+            self.failed += 1
+            if len(self.failures) < MAX_FAILURES_KEPT:
+                self.failures.append(what)
 
     def __enter__(self) -> RequestLoad:
-        self._thread = threading.Thread(target=self._loop, name="request-load", daemon=True)
-        self._thread.start()
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        for n in range(self.concurrency):
+            worker = threading.Thread(target=self._loop, name=f"request-load-{n}", daemon=True)
+            self._threads.append(worker)
+            worker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.timeout_seconds + 5)
+        for worker in self._threads:
+            worker.join(self.timeout_seconds + 5)

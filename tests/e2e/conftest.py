@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -10,7 +11,10 @@ import pytest
 from bluegreen_shop import NAMESPACE, Shop
 
 from blocks import KubernetesTarget
+from decisions.bluegreen import FLAGS_KEY, flags_config_map_name
 from sandbox.showcase import deployment_manifest, service_manifest
+
+FLAGS_MOUNT = "/etc/shop/flags"
 
 
 @pytest.fixture
@@ -20,17 +24,32 @@ def k8s(sandbox) -> KubernetesTarget:
     )
 
 
-@pytest.fixture
-def shop(sandbox, prefect_server, k8s: KubernetesTarget) -> Iterator[Shop]:
-    """Blue v1 (2 replicas) behind the active Service ``bg-<hex>``; deleted afterwards."""
+@contextlib.contextmanager
+def deployed_shop(sandbox, k8s: KubernetesTarget, *, flags: bool = False) -> Iterator[Shop]:
+    """Blue v1 (2 replicas) behind the active Service ``bg-<hex>``; deleted afterwards.
+
+    With ``flags`` the pods mount the ConfigMap ``<service>-flags`` (created empty first) and
+    read their feature flags from it (``SHOP_FLAGS_FILE``), as the flag rollout expects.
+    """
     service = f"bg-{uuid.uuid4().hex[:8]}"
     labels = {"app": service, "colour": "blue"}
-    manifest = deployment_manifest(f"{service}-blue", "payments", "demo/shop:v1", 2, {})
+    env = {"SHOP_FLAGS_FILE": f"{FLAGS_MOUNT}/{FLAGS_KEY}"} if flags else {}
+    manifest = deployment_manifest(f"{service}-blue", "payments", "demo/shop:v1", 2, env)
     manifest["metadata"]["labels"] = labels | {"role": "payments"}
     manifest["spec"]["selector"]["matchLabels"] = labels
     manifest["spec"]["template"]["metadata"]["labels"] = labels | {"role": "payments"}
+    config_map = flags_config_map_name(service)
+    if flags:
+        pod = manifest["spec"]["template"]["spec"]
+        pod["volumes"] = [{"name": "flags", "configMap": {"name": config_map}}]
+        pod["containers"][0]["volumeMounts"] = [{"name": "flags", "mountPath": FLAGS_MOUNT}]
     with k8s.get_api_client() as api:
-        k8s.core_v1(api).create_namespaced_service(NAMESPACE, service_manifest(service, labels))
+        core = k8s.core_v1(api)
+        if flags:
+            document = json.dumps({"flags": {}})
+            body = {"metadata": {"name": config_map}, "data": {FLAGS_KEY: document}}
+            core.create_namespaced_config_map(NAMESPACE, body)
+        core.create_namespaced_service(NAMESPACE, service_manifest(service, labels))
         k8s.apps_v1(api).create_namespaced_deployment(NAMESPACE, manifest)
     try:
         url = sandbox.cluster.wait_for_service(NAMESPACE, service, endpoints=2, timeout_seconds=30)
@@ -44,3 +63,19 @@ def shop(sandbox, prefect_server, k8s: KubernetesTarget) -> Iterator[Shop]:
             for name in (service, f"{service}-preview"):
                 with contextlib.suppress(Exception):  # never created, or already gone
                     core.delete_namespaced_service(name, NAMESPACE)
+            with contextlib.suppress(Exception):  # only with flags
+                core.delete_namespaced_config_map(config_map, NAMESPACE)
+
+
+@pytest.fixture
+def shop(sandbox, prefect_server, k8s: KubernetesTarget) -> Iterator[Shop]:
+    """Blue v1 (2 replicas) behind the active Service ``bg-<hex>``; deleted afterwards."""
+    with deployed_shop(sandbox, k8s) as deployed:
+        yield deployed
+
+
+@pytest.fixture
+def flagged_shop(sandbox, prefect_server, k8s: KubernetesTarget) -> Iterator[Shop]:
+    """Like ``shop``, with the pods reading their flags from the ConfigMap ``<service>-flags``."""
+    with deployed_shop(sandbox, k8s, flags=True) as deployed:
+        yield deployed
