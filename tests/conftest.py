@@ -5,7 +5,9 @@ Rules:
   test asks for it, with analytics off and SQLite lock retries kept out of the logs;
 - the resilience layer never sleeps in tests (`runbooks.resilience.set_testing`);
 - every test is marked unit, integration or e2e by the folder it lives in, so each kind runs
-  alone: `pytest -m unit`.
+  alone: `pytest -m unit`;
+- the throwaway PostgreSQL cluster (`postgres`) is a plugin (`tests/postgres_cluster.py`), so the
+  integration and end-to-end tests share one per session.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_API_KEY", None)
 
 _KINDS = ("unit", "integration", "e2e")
+
+pytest_plugins = ("postgres_cluster",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

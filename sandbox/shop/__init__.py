@@ -19,6 +19,9 @@ environment variables (the container's ``env`` plus the ones it adds):
 ``SHOP_FAULT_FILE``        JSON runtime fault (``error_rate``, ``status``, ``latency_ms``,
                            ``degrade_health``), re-read on change
 ``SHOP_ACCESS_LOG``        combined-format access log file (default: stdout)
+``SHOP_DATABASE_URL``      SQLAlchemy URL of the service database (``sqlite:///path``,
+                           ``postgresql+psycopg://...``): ``POST /orders`` inserts there
+                           (:mod:`sandbox.shop.orders`); unset: it answers 503
 ``OTEL_*``                 standard OpenTelemetry variables: OTLP/HTTP traces when an
                            endpoint is set and the SDK is installed
 =========================  ===========================================================

@@ -11,6 +11,10 @@ Routes (every role)::
     GET  /health            deep health JSON: 200 when every check is ok, else 503 (degraded)
     GET  /metrics           Prometheus text: shop_* and the resilience layer's runbooks_client_*
     GET  /                  a business route: who am I (role, version, pod, flags)
+    POST /orders            a business route: one row into the service database's ``orders``
+                            (``{"customer": "ada", "amount_cents": 1250}`` -> 200 ``{"id": 7}``;
+                            400 bad body; 503 without ``SHOP_DATABASE_URL`` or while the
+                            database is unreachable or locked; 500 other database errors)
     GET|POST|DELETE /_sandbox/fault   the runtime fault (loopback clients only)
     GET  /_sandbox/config   retry settings, flags and fault in force (loopback clients only)
 
@@ -44,6 +48,7 @@ from sandbox.shop.accesslog import AccessLog
 from sandbox.shop.behaviour import NO_FAULT, Behaviour, Decider, Fault, fault_document, parse_fault
 from sandbox.shop.config import ConfigError, Settings, WatchedJson, log
 from sandbox.shop.metrics import ShopMetrics
+from sandbox.shop.orders import Orders, open_orders, parse_order
 
 if TYPE_CHECKING:
     from sandbox.shop.downstream import CallResult, Downstream, RetrySettings
@@ -55,6 +60,7 @@ _METHODS = {
     "/health": ("GET",),
     "/metrics": ("GET",),
     "/": ("GET",),
+    "/orders": ("POST",),
     "/_sandbox/fault": ("GET", "POST", "DELETE"),
     "/_sandbox/config": ("GET",),
     "/buy": ("GET",),
@@ -118,6 +124,10 @@ class Shop:
                 "k8s.namespace.name": settings.namespace,
             },
             env,
+        )
+        # SQLAlchemy and the driver are imported only here: a pod without a database pays nothing
+        self.orders: Orders | None = (
+            open_orders(settings.database_url) if settings.database_url is not None else None
         )
         self.access_log = AccessLog(settings.access_log)
         self.started = time.monotonic()
@@ -273,6 +283,8 @@ class Shop:
         me = {"role": self.settings.role, "version": self.behaviour.tag, "pod": self.settings.pod}
         if decision.fail_status is not None:
             return Answer(decision.fail_status, {"ok": False, "error": decision.reason, **me})
+        if route == "/orders":
+            return self._write_order(request, me)
         flags = evaluate(self.flags.get(), user)
         if route == "/":
             return Answer(
@@ -311,6 +323,19 @@ class Shop:
             body["order_id"] = uuid.uuid4().hex[:12]
         return Answer(200, body)
 
+    def _write_order(self, request: Request, me: dict[str, str]) -> Answer:
+        if self.orders is None:
+            error = "SHOP_DATABASE_URL is not set: this pod has no database to write to"
+            return Answer(503, {"ok": False, **me, "error": error})
+        try:
+            customer, cents = parse_order(json.loads(request.body or b"null"))
+        except ValueError as exc:  # OrderError, or a body that is not JSON
+            return Answer(400, {"ok": False, **me, "error": str(exc)})
+        written = self.orders.write(customer, cents)
+        if written.order_id is None:
+            return Answer(written.status, {"ok": False, **me, "error": written.error})
+        return Answer(200, {"ok": True, **me, "id": written.order_id})
+
     def _call_downstream(self, request: Request, user: str | None) -> CallResult:
         assert self.downstream is not None
         path = CALLS[self.settings.role]
@@ -327,6 +352,8 @@ class Shop:
         self.tracing.shutdown(2.0)
         if self.downstream is not None:
             self.downstream.close()
+        if self.orders is not None:
+            self.orders.close()
         self.access_log.close()
 
 

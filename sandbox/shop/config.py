@@ -42,6 +42,7 @@ class Settings:
     retry_config: str | None
     fault_file: str | None
     access_log: str | None
+    database_url: str | None = None
 
     @property
     def dependency(self) -> str | None:
@@ -64,6 +65,13 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     downstream = env.get("SHOP_DOWNSTREAM_URL", "").strip() or None
     if downstream is not None and not downstream.startswith(("http://", "https://")):
         raise ConfigError(f"SHOP_DOWNSTREAM_URL must be an http(s) URL, got {downstream!r}")
+    database = env.get("SHOP_DATABASE_URL", "").strip() or None
+    if database is not None and not database.startswith(("sqlite", "postgresql")):
+        # the URL itself is not repeated: it usually carries a password
+        raise ConfigError(
+            "SHOP_DATABASE_URL must be a sqlite:// or postgresql:// SQLAlchemy URL "
+            f"(it starts with {database.partition(':')[0][:20]!r})"
+        )
     return Settings(
         role=role,
         port=int(raw_port),
@@ -75,6 +83,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         retry_config=env.get("SHOP_RETRY_CONFIG", "").strip() or None,
         fault_file=env.get("SHOP_FAULT_FILE", "").strip() or None,
         access_log=env.get("SHOP_ACCESS_LOG", "").strip() or None,
+        database_url=database,
     )
 
 

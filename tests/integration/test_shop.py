@@ -21,10 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from postgres_cluster import free_port, new_database
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, make_url
 
 from decisions.flags import normalized_value
 from sandbox.outage import OutageServer
+from sandbox.shop.orders import V1_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 10.0
@@ -275,8 +278,8 @@ def test_start_up_time_and_no_heavy_imports(fleet: Fleet) -> None:
     assert times[-1] < 3.0
     code = (
         "import sys; import sandbox.shop.app, sandbox.shop.server, sandbox.shop.downstream;"
-        "print(sorted(m for m in ('prefect', 'pandas', 'prophet', 'opentelemetry.sdk') "
-        "if m in sys.modules))"
+        "print(sorted(m for m in ('prefect', 'pandas', 'prophet', 'opentelemetry.sdk', "
+        "'sqlalchemy', 'psycopg') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -475,6 +478,67 @@ def test_trace_context_is_propagated_without_the_sdk(fleet: Fleet) -> None:
     assert seen.headers["tracestate"] == "vendor=1"
     assert seen.headers["x-request-id"] == "req-42"
     assert seen.headers["idempotency-key"]
+
+
+# -- orders: the write route ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_orders_are_written_answered_with_their_id_and_counted(
+    fleet: Fleet, request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    url = new_database(request, backend, tmp_path)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(V1_SCHEMA[backend])
+        pay = fleet.start("payments", "demo/shop:v1", SHOP_DATABASE_URL=url).wait_ready()
+        with httpx.Client(base_url=pay.url, timeout=5) as client:
+            answers = [
+                client.post("/orders", json={"customer": f"c{i}", "amount_cents": i * 100})
+                for i in range(1, 6)
+            ]
+            assert [a.status_code for a in answers] == [200] * 5, answers[-1].text
+            ids = [a.json()["id"] for a in answers]
+            assert client.post("/orders", json={"customer": "c6"}).status_code == 400
+            with engine.begin() as connection:
+                connection.exec_driver_sql("DROP TABLE orders")
+            failed = client.post("/orders", json={"customer": "c7", "amount_cents": 1})
+        assert failed.status_code == 500
+        assert "orders" in failed.json()["error"]
+    finally:
+        engine.dispose()
+    assert ids == sorted(set(ids))
+    assert pay.counter("shop_requests_total", route="/orders", status="200") == 5
+    assert pay.counter("shop_requests_total", route="/orders", status="400") == 1
+    assert pay.counter("shop_requests_total", route="/orders", status="500") == 1
+    assert "order not written" in pay.stderr()
+    password = make_url(url).password
+    assert password is None or password not in pay.stderr()
+
+
+def test_orders_answer_503_while_the_database_is_unreachable(fleet: Fleet) -> None:
+    closed = f"postgresql+psycopg://shop:secret@127.0.0.1:{free_port()}/shop"
+    pay = fleet.start("payments", "demo/shop:v1", SHOP_DATABASE_URL=closed).wait_ready()
+    order = {"customer": "ada", "amount_cents": 1}
+    answer = httpx.post(f"{pay.url}/orders", json=order, timeout=10)
+    assert answer.status_code == 503
+    assert "database error" in answer.json()["error"]
+    assert httpx.get(f"{pay.url}/ready", timeout=5).status_code == 200  # the pod keeps serving
+    unset = fleet.start("payments", "demo/shop:v1").wait_ready()
+    answer = httpx.post(f"{unset.url}/orders", json=order, timeout=5)
+    assert answer.status_code == 503
+    assert "SHOP_DATABASE_URL is not set" in answer.json()["error"]
+
+
+def test_a_bad_database_url_exits_2_without_repeating_it(fleet: Fleet) -> None:
+    bad = fleet.start("payments", "demo/shop:v1", SHOP_DATABASE_URL="mysql://root:s3cret@db/shop")
+    worse = fleet.start("payments", "demo/shop:v1", SHOP_DATABASE_URL="postgresql://u:s3cret@h:x/d")
+    assert bad.process.wait(timeout=10) == 2
+    assert worse.process.wait(timeout=10) == 2
+    for pod in (bad, worse):
+        assert "SHOP_DATABASE_URL" in pod.stderr()
+        assert "s3cret" not in pod.stderr()
 
 
 # -- termination -------------------------------------------------------------------------------
