@@ -169,9 +169,22 @@ def _span(timeline: tuple[Any, ...], step: str) -> float:
     return (done - start).total_seconds()
 
 
+def _step_seconds(result: Any) -> dict[str, float]:
+    """Each step's span (first timeline entry -> its ``done``), and the time from the run's
+    start to the first step (observe, plan, publish, lock), in plan order."""
+    assert result.plan is not None
+    spans = {"observe_plan_lock": 0.0}
+    first = _first(result.timeline, result.plan.steps[1].key) if len(result.plan.steps) > 1 else None
+    if first is not None:
+        spans["observe_plan_lock"] = round((first - result.started_at).total_seconds(), 3)
+    for step in result.plan.steps[1:]:
+        spans[step.key] = round(_span(result.timeline, step.key), 3)
+    return spans
+
+
 def _slept_before_scale_down(timeline: tuple[Any, ...]) -> float:
     for entry in timeline:
-        if entry.step == "scale_down_delay":
+        if entry.step == "scale_down_old":
             found = re.search(r"([\d.]+)s more", entry.detail)
             if found:
                 return float(found.group(1))
@@ -268,6 +281,10 @@ def run(interval: float, count: int, scale_down_delay: int) -> dict[str, Any]:
                     "orchestration_overhead_seconds": round(wall - waits, 3),
                     "orchestration_overhead_ratio": round((wall - waits) / waits, 3),
                     "prefect_engine_overhead_seconds": round(wall - in_flow, 3),
+                    "step_seconds": _step_seconds(promoted),
+                    "before_first_step_seconds": round(
+                        (promoted.timeline[0].at - promoted.started_at).total_seconds(), 3
+                    ),
                     "failed_requests_during_promote": len(load.failures),
                     "requests_during_promote": load.total,
                 }
