@@ -39,6 +39,7 @@ from runbooks.errors import (
     InvalidRequestError,
     NotFoundError,
     PermanentError,
+    RunbookError,
     TransientError,
 )
 from runbooks.kit._run import logger as run_logger
@@ -378,6 +379,17 @@ def scale_deployment(k8s: KubernetesTarget, namespace: str, name: str, replicas:
     return int(scale.spec.replicas if scale.spec and scale.spec.replicas is not None else 0)
 
 
+CONDITIONAL_RETRY_STATUSES = frozenset({500})
+"""Statuses retried *on top of* the policy's for a selector patch with a ``test`` precondition.
+
+An HTTP 500 from the API server ("Internal error occurred": an etcd hiccup, a webhook or
+conversion failure) leaves it unknown whether the write was stored, so the policy does not retry
+a 500. A patch whose ``test`` op pins the current selector can be applied at most once: a retry
+after a stored attempt fails its test and is settled by reading the selector back. (Old API
+servers even answered a failed ``test`` with a 500: a retry then fails the same way, and the read
+back names the real cause.)"""
+
+
 @task(name="patch-service-selector", cache_policy=NO_CACHE)
 def patch_service_selector(
     k8s: KubernetesTarget,
@@ -393,11 +405,19 @@ def patch_service_selector(
     server refuses the switch if someone changed the Service since the plan read it: that is a
     ``ConflictError`` (re-plan), and the Service is left as it was.
 
-    Why the patch is sent as idempotent (retried by the resilience layer on 5xx and timeouts):
-    setting a selector to a value twice gives the same Service; and when an attempt was applied
-    but its answer was lost, the retry's ``test`` fails — we then re-read, find the selector
-    already equal to ``selector``, and report success. A retry can never switch to anything but
+    Why the patch is sent as idempotent (retried by the resilience layer on 429, 5xx and
+    timeouts, within its bounds): setting a selector to a value twice gives the same Service.
+    With ``expected``, a 500 is retried too (:data:`CONDITIONAL_RETRY_STATUSES`): the ``test``
+    makes a second application impossible, so a retry can never switch to anything but
     ``selector``.
+
+    Why a failure is settled by reading the selector back (with ``expected`` only): when an
+    attempt was stored but its answer was lost (timeout, 500, dropped connection), the retry's
+    ``test`` fails, or every attempt fails; the selector then already equals ``selector`` and
+    the switch succeeded, which is what the caller needs to know, in particular a rollback that
+    switches back after the forward switch never happened. A selector equal to neither is a
+    ``ConflictError``; still equal to ``expected``, the original error is raised (nothing
+    changed). If the read fails too, the original error is raised.
     """
     where = f"Service {namespace}/{name}"
     operations: list[dict[str, Any]] = []
@@ -418,19 +438,16 @@ def patch_service_selector(
                 _content_type=JSON_PATCH,
                 target=_target(api),
                 idempotent=True,
+                retry_also=CONDITIONAL_RETRY_STATUSES if expected is not None else frozenset(),
             )
-        except InvalidRequestError as exc:
-            if expected is None:
+        except (InvalidRequestError, TransientError) as exc:
+            if expected is None or isinstance(exc, ConflictError):
                 raise
-            found = _read_service(k8s, api, namespace, name)
-            if found is None:
-                raise NotFoundError(
-                    f"{where} disappeared while its selector was being patched",
-                    target=where,
-                ) from exc
-            current = dict((found.spec.selector if found.spec else None) or {})
+            current = _selector_after_failed_patch(k8s, api, namespace, name, exc)
+            if current is None:
+                raise  # unreadable too: the patch's own error says more
             if current == selector:
-                logger.info("selector of %s already is %s", where, selector)
+                logger.info("selector of %s already is %s (%s)", where, selector, exc)
                 return current
             if current != expected:
                 raise ConflictError(
@@ -439,10 +456,27 @@ def patch_service_selector(
                     status=409,
                     target=where,
                 ) from exc
-            raise  # the test passed: the server refused the new selector itself
+            raise  # nothing changed: the server refused the patch itself, or was unavailable
     now = dict((patched.spec.selector if patched.spec else None) or {})
     logger.info("selector of %s is now %s", where, now)
     return now
+
+
+def _selector_after_failed_patch(
+    k8s: KubernetesTarget, api: ApiClient, namespace: str, name: str, failure: RunbookError
+) -> dict[str, str] | None:
+    """The live selector, read to settle a failed patch; ``None`` when it cannot be read."""
+    where = f"Service {namespace}/{name}"
+    try:
+        found = _read_service(k8s, api, namespace, name)
+    except RunbookError as exc:
+        run_logger(__name__).warning("could not read %s back after %s: %s", where, failure, exc)
+        return None
+    if found is None:
+        raise NotFoundError(
+            f"{where} disappeared while its selector was being patched", target=where
+        ) from failure
+    return dict((found.spec.selector if found.spec else None) or {})
 
 
 @task(name="ensure-service", cache_policy=NO_CACHE)

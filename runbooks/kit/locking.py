@@ -33,6 +33,20 @@ Behaviours of Prefect 3.9 this module relies on or works around:
   goes away before it expires, nothing reclaims that slot; reset it with
   ``prefect gcl update <name> --active-slots 0``. Without ``PREFECT_API_URL`` every process
   runs its own ephemeral server and goes away at exit, so a warning asks for a shared server.
+
+When the run holding a lock is killed (SIGKILL, OOM, a lost worker), its lease is no longer
+renewed, but the server frees the slot only once the lease has expired: up to ``lease_seconds``
+after the last renewal (renewals come every three quarters of it), plus the server's lease
+sweep (``PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS``, 15 s). Until then a re-run of the
+same target waits ``timeout_seconds`` and fails with ``TargetBusyError``. Nothing in Prefect
+OSS lists a limit's leases, so :func:`target_lock` records the one it holds in a Prefect
+Variable (``runbooks-lock-<hash>``, see :func:`lease_record_name`: lease id, holder, time,
+lease length) for as long as it holds it, and :func:`release_target` revokes the recorded lease
+(the server's own release, so the slot count stays right and the dead lease cannot free a later
+run's slot when it would have expired). ``release_target`` is an operator's action, for a holder
+known to be dead: releasing a live run's lock lets two runs change the target at once. The
+``TargetBusyError`` message names it. The killed run's flow run stays ``Running`` in the UI
+(nothing reports a SIGKILL), so that is not a sign that the holder is alive.
 """
 
 from __future__ import annotations
@@ -42,7 +56,11 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from runbooks.errors import (
     InvalidRequestError,
@@ -59,6 +77,21 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 _MIN_LEASE_SECONDS = 60.0
 _MAX_LEASE_SECONDS = 86_400.0
 _LOGGER = __name__
+_RECORD_PREFIX = "runbooks-lock-"
+
+
+class LeaseRecord(BaseModel):
+    """The lease a :func:`target_lock` holds, as recorded for :func:`release_target`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    target: str
+    lock: str = Field(description="The global concurrency limit's name.")
+    lease_id: UUID
+    holder_type: str | None = Field(None, description="flow_run or task_run, when in a run.")
+    holder_id: UUID | None = Field(None, description="The flow (or task) run that took it.")
+    acquired_at: datetime
+    lease_seconds: float
 
 
 def lock_name(target: str) -> str:
@@ -86,6 +119,7 @@ def target_lock(
     """
     import httpx
     from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+    from prefect.concurrency.context import ConcurrencyContext
     from prefect.concurrency.sync import concurrency
 
     name = lock_name(target)
@@ -108,6 +142,10 @@ def target_lock(
     _QuietAcquisitionTimeouts.install()
 
     with ExitStack() as stack:
+        # Prefect records a granted lease id on the innermost ConcurrencyContext (to release it
+        # if the caller is cancelled): our own context is where we read which lease we hold.
+        leases = stack.enter_context(ConcurrencyContext())
+        holder = _holder()
         try:
             stack.enter_context(
                 concurrency(
@@ -116,7 +154,7 @@ def target_lock(
                     timeout_seconds=timeout_seconds,
                     lease_duration=lease_seconds,
                     strict=True,
-                    holder=_holder(),
+                    holder=holder,
                     # A failed renewal means the API is unreachable, so no other run can take the
                     # lock either; stopping a change half-way would be worse than finishing it.
                     raise_on_lease_renewal_failure=False,
@@ -127,7 +165,9 @@ def target_lock(
                 f"target {target!r} is busy: another run held its lock {name!r} for the whole "
                 f"{timeout_seconds:g}s this run waited{_holder_hint(limit_id)}; find the holder "
                 f"in the Prefect UI (Events, resource prefect.concurrency-limit.{limit_id}) and "
-                "retry when it has finished",
+                "retry when it has finished. If that run is gone (its process was killed), its "
+                f"lease frees the target within {_lease_hint(target)}, or free it now with "
+                f"runbooks.kit.locking.release_target({target!r})",
                 target=target,
             ) from exc
         except (ConcurrencySlotAcquisitionError, httpx.HTTPError) as exc:
@@ -138,11 +178,155 @@ def target_lock(
                 target=target,
             ) from exc
         log.info("locked target %r (%s)", target, name)
+        record = None
+        if leases.cleanup_lease_ids:
+            record = LeaseRecord(
+                target=target,
+                lock=name,
+                lease_id=leases.cleanup_lease_ids[-1],
+                holder_type=holder.type if holder is not None else None,
+                holder_id=holder.id if holder is not None else None,
+                acquired_at=datetime.now(UTC),
+                lease_seconds=lease_seconds,
+            )
+            _write_record(record)
         try:
             yield name
         finally:
             stack.close()  # releases the slot and stops the lease renewal thread
+            if record is not None:
+                _forget_record(record)
             log.info("released target %r (%s)", target, name)
+
+
+def lease_record_name(target: str) -> str:
+    """The Prefect Variable holding the lease record of ``target``'s lock (a valid name)."""
+    digest = hashlib.sha256(lock_name(target).encode()).hexdigest()[:16]
+    return f"{_RECORD_PREFIX}{digest}"
+
+
+def read_lease_record(target: str) -> LeaseRecord | None:
+    """The recorded lease of ``target``'s lock: the holder's, or a dead holder's (stale)."""
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            variable = client.read_variable_by_name(lease_record_name(target))
+    except httpx.HTTPError as exc:
+        raise from_httpx(exc, f"read the lease record of {target!r}", target=target) from exc
+    if variable is None or not isinstance(variable.value, dict):
+        return None
+    return LeaseRecord.model_validate(variable.value)
+
+
+def release_target(target: str) -> LeaseRecord | None:
+    """Free ``target``'s lock held by a run that died; returns the lease revoked, or ``None``.
+
+    For an operator (or a test) once the holder is known to be dead (its process was killed,
+    its worker lost): its lease would block every re-run until it expires (see the module
+    docstring). Never call it while the holder may be alive: two runs would then change the
+    target at once. Revokes the lease recorded by :func:`target_lock` through the server's own
+    release, so the slot count stays right. ``None`` when the lock is free (a stale record is
+    dropped). Raises ``InvalidRequestError`` when the lock is held but no lease was recorded
+    (taken by an older version of this module): wait for its lease to expire.
+    """
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    name = lock_name(target)
+    record = read_lease_record(target)
+    log = _run.logger(_LOGGER)
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                limit = client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                return None
+            if limit.active_slots == 0:
+                if record is not None:
+                    _forget_record(record)
+                return None
+            if record is None:
+                raise InvalidRequestError(
+                    f"lock {name!r} of target {target!r} is held but no lease was recorded for "
+                    "it, so it cannot be revoked safely; wait for its lease to expire (at most "
+                    "the holder's lease_seconds, 300 s by default)",
+                    target=target,
+                )
+            client.release_concurrency_slots_with_lease(record.lease_id)
+    except httpx.HTTPError as exc:
+        raise from_httpx(exc, f"release the lock {name!r}", target=target) from exc
+    _forget_record(record)
+    log.warning(
+        "released the lock %r of target %r: lease %s taken at %s by %s %s",
+        name,
+        target,
+        record.lease_id,
+        record.acquired_at.isoformat(),
+        record.holder_type or "a process outside a run",
+        record.holder_id or "",
+    )
+    return record
+
+
+def _write_record(record: LeaseRecord) -> None:
+    """Record the lease held (best effort: a lock must not fail for want of its record)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = lease_record_name(record.target)
+    value = record.model_dump(mode="json")
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                client.create_variable(VariableCreate(name=name, value=value, tags=["runbooks"]))
+            except ObjectAlreadyExists:  # a dead holder's record, or one left by a failed forget
+                client.update_variable(VariableUpdate(name=name, value=value))
+    except Exception:
+        _run.logger(_LOGGER).warning(
+            "could not record lease %s of lock %r: release_target cannot free it if this run dies",
+            record.lease_id,
+            record.lock,
+            exc_info=True,
+        )
+
+
+def _forget_record(record: LeaseRecord) -> None:
+    """Delete the record if it is still ``record``'s (a later holder's record is left alone)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    name = lease_record_name(record.target)
+    try:
+        with get_client(sync_client=True) as client:
+            variable = client.read_variable_by_name(name)
+            if variable is None or not isinstance(variable.value, dict):
+                return
+            if variable.value.get("lease_id") != str(record.lease_id):
+                return
+            try:
+                client.delete_variable_by_name(name)
+            except ObjectNotFound:
+                return
+    except Exception:
+        _run.logger(_LOGGER).warning(
+            "could not delete the lease record %r of lock %r", name, record.lock, exc_info=True
+        )
+
+
+def _lease_hint(target: str) -> str:
+    """How long a dead holder's lease may still block, from its record (best effort)."""
+    try:
+        record = read_lease_record(target)
+    except Exception:
+        _run.logger(_LOGGER).debug("could not read the lease record of %r", target, exc_info=True)
+        record = None
+    if record is None:
+        return "its lease_seconds (300 s by default) of its last renewal"
+    return f"{record.lease_seconds:g}s of its last renewal"
 
 
 def _ensure_limit(name: str, target: str) -> Any:

@@ -32,6 +32,7 @@ def call_kubernetes(
     *args: Any,
     target: str = "kubernetes",
     idempotent: bool | None = None,
+    retry_also: frozenset[int] = frozenset(),
     resilience: Resilience | None = None,
     **kwargs: Any,
 ) -> T:
@@ -40,6 +41,9 @@ def call_kubernetes(
     ``action`` is the sentence fragment used in errors ("patch Deployment shop/frontend").
     Reads (``read_*``, ``list_*``) are idempotent; writes are retried only when the caller
     says they are (a ``replace_*`` with a ``resourceVersion`` is: the server refuses a stale one).
+    ``retry_also`` adds statuses to the policy's retried ones for this call only: an HTTP 500
+    leaves it unknown whether a write was applied, so only a write whose precondition makes a
+    second application impossible (a JSON patch with a ``test`` op) should pass ``{500}``.
     Raises the project's errors (``NotFoundError``, ``ConflictError``...) from ``ApiException``.
     """
     layer = resilience or default_resilience()
@@ -48,7 +52,7 @@ def call_kubernetes(
         idempotent = name.startswith(("read_", "list_", "get_"))
     if "_headers" not in kwargs and _accepts_headers(fn):
         kwargs["_headers"] = correlation_headers()
-    retry_statuses = layer.policy.retry_statuses
+    retry_statuses = layer.policy.retry_statuses | retry_also
     try:
         return layer.call(
             target,

@@ -8,10 +8,14 @@ server's persister, which flushes every few seconds), so they are polled with a 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -41,7 +45,12 @@ from runbooks.kit import (
     result_for_dry_run,
     target_lock,
 )
-from runbooks.kit.locking import _ensure_limit
+from runbooks.kit.locking import (
+    LeaseRecord,
+    _ensure_limit,
+    read_lease_record,
+    release_target,
+)
 
 T = TypeVar("T")
 DEADLINE_SECONDS = 30.0
@@ -372,6 +381,76 @@ def test_the_busy_error_names_the_flow_run_holding_the_lock(
             target_lock(target, timeout_seconds=1),
         ):
             pytest.fail("the lock was held by another run")
+
+
+def test_the_held_lease_is_recorded_and_forgotten_at_release(
+    client: SyncPrefectClient, target: str
+) -> None:
+    @flow(name="kit-lock-recorder")
+    def hold() -> tuple[LeaseRecord | None, str]:
+        with target_lock(target, lease_seconds=60):
+            return read_lease_record(target), str(current_flow_run.id)
+
+    record, run_id = hold()
+    assert record is not None
+    assert (record.target, record.lock, record.lease_seconds) == (target, lock_name(target), 60)
+    assert (record.holder_type, str(record.holder_id)) == ("flow_run", run_id)
+    assert read_lease_record(target) is None
+    assert release_target(target) is None  # free: nothing to release
+
+
+HOLD_AND_HANG = """
+import sys, time
+from prefect import flow
+from runbooks.kit import target_lock
+
+@flow(name="kit-lock-killed-holder")
+def hold(target: str) -> None:
+    with target_lock(target):
+        print("held", flush=True)
+        time.sleep(120)
+
+hold(sys.argv[1])
+"""
+
+
+def test_a_killed_holders_lock_is_freed_by_release_target(
+    prefect_server: str, client: SyncPrefectClient, target: str
+) -> None:
+    """SIGKILL leaves the lease to expire (300 s by default): the busy error says how to free
+    it, and ``release_target`` does, so the next run gets the lock at once."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AND_HANG, target],
+        cwd=Path(__file__).resolve().parents[2],
+        env=os.environ | {"PREFECT_API_URL": prefect_server},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"held"
+    finally:
+        holder.kill()
+        holder.wait(DEADLINE_SECONDS)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+    with pytest.raises(TargetBusyError) as caught, target_lock(target, timeout_seconds=1):
+        pytest.fail("the killed run's lease still holds the lock")
+    message = str(caught.value)
+    assert "within 300s of its last renewal" in message
+    assert f"runbooks.kit.locking.release_target({target!r})" in message
+
+    released = release_target(target)
+    assert released is not None
+    assert released.holder_type == "flow_run"
+    assert client.read_global_concurrency_limit_by_name(lock_name(target)).active_slots == 0
+    assert read_lease_record(target) is None
+    started = time.monotonic()
+    with target_lock(target, timeout_seconds=5):
+        assert time.monotonic() - started < 5
+    assert client.read_global_concurrency_limit_by_name(lock_name(target)).active_slots == 0
+    assert release_target(target) is None
 
 
 def test_a_misconfigured_lock_is_refused_with_the_fix(

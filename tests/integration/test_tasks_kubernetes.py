@@ -239,17 +239,6 @@ def _hits(faults: httpx.Client, fault_id: int) -> int:
     return next(f["hits"] for f in listed if f["id"] == fault_id)
 
 
-def test_selector_patch_is_retried_through_5xx(k8s, switch, faults) -> None:
-    fault = _inject(faults, switch, status=503, times=2)  # fewer than the 3 attempts
-    green = _colour(switch, GREEN)
-    assert (
-        patch_service_selector.fn(k8s, NAMESPACE, switch, green, expected=_colour(switch, BLUE))
-        == green
-    )
-    assert _hits(faults, fault) == 2
-    assert read_service_selector.fn(k8s, NAMESPACE, switch) == green
-
-
 def test_selector_patch_gives_up_after_the_attempts_and_changes_nothing(
     k8s, switch, faults
 ) -> None:
@@ -260,6 +249,46 @@ def test_selector_patch_gives_up_after_the_attempts_and_changes_nothing(
         )
     assert _hits(faults, fault) == 3  # the layer's attempts, no more
     assert read_service_selector.fn(k8s, NAMESPACE, switch) == _colour(switch, BLUE)
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_selector_patch_is_retried_through_5xx(k8s, switch, faults, status: int) -> None:
+    """A 500 too: the ``test`` op makes a retry of a stored attempt fail, not apply twice."""
+    fault = _inject(faults, switch, status=status, times=2)  # fewer than the 3 attempts
+    green = _colour(switch, GREEN)
+    assert (
+        patch_service_selector.fn(k8s, NAMESPACE, switch, green, expected=_colour(switch, BLUE))
+        == green
+    )
+    assert _hits(faults, fault) == 2
+    assert read_service_selector.fn(k8s, NAMESPACE, switch) == green
+
+
+def test_an_unconditional_selector_patch_is_not_retried_on_500(k8s, switch, faults) -> None:
+    """Without a ``test`` op a retry after a 500 could overwrite a concurrent change."""
+    fault = _inject(faults, switch, status=500, times=2)
+    with pytest.raises(UnavailableError, match="HTTP 500"):
+        patch_service_selector.fn(k8s, NAMESPACE, switch, _colour(switch, GREEN))
+    assert _hits(faults, fault) == 1
+    assert read_service_selector.fn(k8s, NAMESPACE, switch) == _colour(switch, BLUE)
+
+
+def test_a_failed_selector_patch_is_settled_by_reading_the_selector_back(
+    k8s, switch, faults
+) -> None:
+    """Every attempt of a switch back fails, but the selector already is what it asks for
+    (the forward switch never happened): success, not an error that would stop a rollback."""
+    fault = _inject(faults, switch, status=503, times=None)
+    blue = _colour(switch, BLUE)
+    assert (
+        patch_service_selector.fn(k8s, NAMESPACE, switch, blue, expected=_colour(switch, GREEN))
+        == blue
+    )
+    assert _hits(faults, fault) == 3
+    with pytest.raises(ConflictError, match="someone else changed it"):
+        patch_service_selector.fn(
+            k8s, NAMESPACE, switch, _colour(switch, GREEN), expected=_colour(switch, "purple")
+        )
 
 
 def test_selector_patch_is_retried_after_a_timeout(sandbox, switch, faults) -> None:

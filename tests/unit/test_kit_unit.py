@@ -36,7 +36,7 @@ from runbooks.kit import (
     result_for_dry_run,
     target_lock,
 )
-from runbooks.kit.locking import _QuietAcquisitionTimeouts
+from runbooks.kit.locking import _QuietAcquisitionTimeouts, lease_record_name
 
 PREFECT_KEY = re.compile(r"^[a-z0-9-]*$")  # prefect.types.names, for artifact keys
 PREFECT_NAME = re.compile(r"^[^/%&><]+$")  # prefect.types.names.Name, for limit names
@@ -482,6 +482,16 @@ def test_lock_name_is_a_valid_prefect_name(target: str, name: str) -> None:
 def test_lock_names_of_distinct_targets_differ() -> None:
     targets = ["shop/checkout", "shop_checkout", "shop&checkout", "shop/checkout/", "shop checkout"]
     assert len({lock_name(t) for t in targets}) == len(targets)
+
+
+def test_lease_record_names_are_valid_prefect_variable_names_and_distinct() -> None:
+    from prefect.client.schemas.actions import VariableCreate
+
+    targets = ["shop/checkout", "shop_checkout", "shop&checkout", "Shop Checkout#1", "ünï/cöde"]
+    names = {lease_record_name(t) for t in targets}
+    assert len(names) == len(targets)
+    for name in names:
+        assert VariableCreate(name=name, value={}).name == name  # Prefect's own validation
 
 
 @pytest.mark.parametrize(
