@@ -1,17 +1,18 @@
 """The ``runbooks`` command line.
 
-Commands appear as what they serve exists: ``demo`` and ``sandbox`` today; ``run``, ``serve``
-and ``chatops`` join as their runbooks and components land (DESIGN.md lists them). Heavy imports
+Commands appear as what they serve exists: ``demo``, ``run``, ``list`` and ``sandbox`` today;
+``serve`` and ``chatops`` join as their components land (DESIGN.md lists them). Heavy imports
 (Prefect, the sandbox) happen inside commands, so ``runbooks --help`` stays instant.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import typer
 
@@ -49,14 +50,15 @@ def demo(
 ) -> None:
     """Run the demo end to end on a sandbox of its own, then tear it down.
 
-    The sandbox comes up, the demo shop is deployed through the Kubernetes API and serves real
-    purchases, Prometheus reports its request rates, and the retry-storm drill compares the
+    The sandbox and a Prefect server come up, the demo shop is deployed through the Kubernetes
+    API and serves real purchases, Prometheus reports its request rates, the blue-green runbook
+    promotes v2 and rolls back v3-broken under load, and the retry-storm drill compares the
     recipe card's retry loop with our resilience layer (full jitter, 10 % retry budget,
     circuit breaker) on a loopback backend that fails, then heals.
     """
     from pydantic import ValidationError
 
-    from runbooks.demo import run_demo
+    from runbooks.demo import format_blue_green, run_demo
     from sandbox.storm import DrillSettings, format_table
 
     try:
@@ -71,6 +73,8 @@ def demo(
     if as_json:
         typer.echo(json.dumps(figures, sort_keys=True))
     else:
+        typer.echo("")
+        typer.echo(format_blue_green(figures["blue_green"]))
         typer.echo("")
         typer.echo(format_table(report))
 
@@ -137,6 +141,126 @@ def sandbox_url(
 
     folder = supervisor.state_dir(state)
     typer.echo(_or_exit(lambda: supervisor.service_url(folder, service)))
+
+
+@app.command("list")
+def list_runbooks() -> None:
+    """List the runbooks that `runbooks run` knows, one per line."""
+    from runbooks.catalogue import CATALOGUE
+
+    width = max(len(name) for name in CATALOGUE)
+    for entry in CATALOGUE.values():
+        typer.echo(f"{entry.name.ljust(width)}  {entry.description}")
+
+
+_PARAM = typer.Option(
+    None,
+    "--param",
+    "-p",
+    metavar="KEY=VALUE",
+    help="A parameter; dotted keys for nested fields (pre_promotion.count=3); a value is JSON "
+    'when it parses (3, null, ["alice"]), else text.',
+)
+_BLOCK = typer.Option(
+    None,
+    "--block",
+    "-b",
+    metavar="NAME=SAVED",
+    help="Saved block for a block parameter, e.g. kubernetes=prod (default: the sandbox's); "
+    "prometheus=none runs without the optional one.",
+)
+_PARAMS_FILE = typer.Option(
+    None, "--params-file", help="JSON or YAML file of parameters; --param wins over it."
+)
+
+
+@app.command()
+def run(
+    name: str = typer.Argument(..., metavar="RUNBOOK", help="Runbook name (`runbooks list`)."),
+    param: list[str] | None = _PARAM,
+    params_file: Path | None = _PARAMS_FILE,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Publish the plan, change nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result model as JSON."),
+    block: list[str] | None = _BLOCK,
+    state: Path | None = _STATE_DIR,
+) -> None:
+    """Run one runbook here, against the Prefect API, and print how it ended.
+
+    The API is PREFECT_API_URL when set, else the running sandbox's Prefect server; a run on a
+    throwaway server would lose its audit trail, so there is no other fallback. Exit status: 0
+    promoted / no change / dry run; 1 rolled back, rejected, aborted or failed; 2 nothing
+    started: bad input (runbook, parameter, block, a plan refused) or no Prefect API.
+    """
+    from runbooks import catalogue
+
+    try:
+        entry = catalogue.runbook(name)
+        overrides = {"dry_run": True} if dry_run else {}
+        params = catalogue.build_params(entry, param or (), params_file, overrides)
+        choices = catalogue.parse_block_choices(entry, block or ())
+    except catalogue.CatalogueError as exc:
+        _fail(str(exc), 2)
+    with _prefect_api(state):
+        import httpx
+        from prefect.settings import PREFECT_API_URL
+
+        try:
+            blocks = catalogue.load_blocks(entry, choices)
+        except catalogue.CatalogueError as exc:
+            _fail(str(exc), 2)
+        except httpx.HTTPError as exc:  # the first call to the API: nothing started yet
+            _fail(f"cannot reach the Prefect API at {PREFECT_API_URL.value()}: {exc}", 2)
+        launched = catalogue.run_in_process(entry, params, blocks)
+    if launched.error is not None:
+        _fail(_refusal(launched.error, launched.ui_url), 2 if _refused(launched.error) else 1)
+    result = launched.result
+    if as_json:
+        typer.echo(result.model_dump_json())
+    else:
+        typer.echo("\n".join(catalogue.summary_lines(result, launched.ui_url)))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _prefect_api(state: Path | None) -> contextlib.AbstractContextManager[object]:
+    """Settings pointing Prefect at PREFECT_API_URL, else at the running sandbox's server."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from sandbox import supervisor
+
+    if PREFECT_API_URL.value():
+        return contextlib.nullcontext()
+    folder = supervisor.state_dir(state)
+    endpoints = supervisor.read_endpoints(folder) if supervisor.is_running(folder) else None
+    if not endpoints or not endpoints.get("prefect_api"):
+        running = " (the one running has none: it was started with --no-prefect)"
+        _fail(
+            "no Prefect API to run on: start the sandbox (`runbooks sandbox up --detach`)"
+            f"{running if endpoints else ''} or set PREFECT_API_URL (a throwaway server would "
+            "lose the run's audit trail)",
+            2,
+        )
+    updates = {PREFECT_API_URL: endpoints["prefect_api"]}
+    if endpoints.get("prefect_ui"):
+        updates[PREFECT_UI_URL] = endpoints["prefect_ui"]
+    return temporary_settings(updates=updates)
+
+
+def _refused(error: BaseException) -> bool:
+    """Refused before anything changed: the plan (a ValueError) or the request was invalid."""
+    from runbooks.errors import InvalidRequestError
+
+    return isinstance(error, InvalidRequestError | ValueError)
+
+
+def _refusal(error: BaseException, ui_url: str | None) -> str:
+    where = f" (flow run: {ui_url})" if ui_url else ""
+    kind = "refused" if _refused(error) else f"failed ({type(error).__name__})"
+    return f"{kind}: {error}{where}"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
 
 
 def _or_exit(action: Callable[[], T]) -> T:

@@ -2,20 +2,30 @@
 
 It grows as runbooks land. Today, in order:
 
-1. the sandbox comes up (Kubernetes API emulator, cluster, moto, Prometheus when installed);
+1. the sandbox comes up (Kubernetes API emulator, cluster, moto, Prometheus when installed),
+   and a Prefect server boots in the background meanwhile (it takes ~20 s, the longest part);
 2. the demo shop is deployed through the ``KubernetesTarget`` block and the official client,
    and real requests go through its Services (frontend -> checkout -> payments);
 3. Prometheus, scraping the pods, reports the request rate per role;
-4. the retry-storm drill compares the recipe card's retry loop with our resilience layer.
+4. ``blue-green``, run the way ``runbooks run`` runs it (blocks saved on the Prefect server, loaded
+   by name, the flow run in-process): a blue v1 behind its active Service is rolled out to
+   ``demo/shop:v2`` (promoted), then to ``demo/shop:v3-broken`` (rolled back), each under a load
+   generator counting failed requests through the active Service. Analyses are short and health
+   only (0.5 s x 3, no Prometheus thresholds) so the demo stays fast;
+5. the retry-storm drill compares the recipe card's retry loop with our resilience layer; it runs
+   after the sandbox has stopped, so its timings see a quiet machine.
 
 Everything it started is stopped at the end, also on Ctrl-C or failure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,49 +34,197 @@ import httpx
 Say = Callable[[str], None]
 
 
+BLUE_GREEN_SERVICE = "bg-payments"
+BLUE_GREEN_IMAGES = ("demo/shop:v1", "demo/shop:v2", "demo/shop:v3-broken")
+_FAST_ANALYSIS = {
+    "interval_seconds": 0.5,
+    "count": 3,
+    "success_rate_min": None,
+    "p95_latency_max_ms": None,
+}
+
+
 def run_demo(
     say: Say, *, drill_settings: Any | None = None, requests: int = 30
 ) -> tuple[dict[str, Any], Any]:
     """Run the demo; report progress through ``say``; return its figures and the drill report."""
-    from blocks import KubernetesTarget
-    from sandbox.showcase import deploy_shop
-    from sandbox.storm import run_drill
-    from sandbox.supervisor import build_stack
-
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="runbooks-demo-") as folder:
+        _private_prefect(Path(folder) / "prefect-client")
+        from blocks import KubernetesTarget
+        from sandbox.showcase import deploy_shop
+        from sandbox.stack import PrefectComponent
+        from sandbox.storm import run_drill
+        from sandbox.supervisor import build_stack
+
         say("1. starting the sandbox (Kubernetes API, cluster, moto, Prometheus)...")
-        stack = build_stack(Path(folder), prefect=False)
-        began = time.monotonic()
-        endpoints = stack.start()
-        try:
-            figures["sandbox_up_seconds"] = round(time.monotonic() - began, 2)
-            up = figures["sandbox_up_seconds"]
-            say(f"   up in {up} s: Kubernetes API {endpoints['kube_api']}")
+        prefect = PrefectComponent(Path(folder))
+        with ThreadPoolExecutor(1, thread_name_prefix="prefect-server") as pool:
+            prefect_up = pool.submit(prefect.start)
+            stack = build_stack(Path(folder), prefect=False)
+            try:
+                began = time.monotonic()
+                endpoints = stack.start()
+                figures["sandbox_up_seconds"] = round(time.monotonic() - began, 2)
+                up = figures["sandbox_up_seconds"]
+                say(f"   up in {up} s: Kubernetes API {endpoints['kube_api']}")
 
-            say("2. deploying the demo shop v1 (3 Deployments x 2 pods, 3 Services)...")
-            target = KubernetesTarget(
-                kubeconfig_path=endpoints["kubeconfig"], context="sandbox", namespace="default"
-            )
-            client = target.get_api_client()
-            began = time.monotonic()
-            shop = deploy_shop(target.apps_v1(client), target.core_v1(client), replicas=2)
-            figures["shop_ready_seconds"] = round(time.monotonic() - began, 2)
-            frontend = shop["frontend"].url
-            say(f"   all available in {figures['shop_ready_seconds']} s; frontend at {frontend}")
-            figures |= _shop_traffic(frontend, requests, say)
+                say("2. deploying the demo shop v1 (3 Deployments x 2 pods, 3 Services)...")
+                target = KubernetesTarget(
+                    kubeconfig_path=endpoints["kubeconfig"], context="sandbox", namespace="default"
+                )
+                client = target.get_api_client()
+                began = time.monotonic()
+                shop = deploy_shop(target.apps_v1(client), target.core_v1(client), replicas=2)
+                figures["shop_ready_seconds"] = round(time.monotonic() - began, 2)
+                frontend = shop["frontend"].url
+                say(
+                    f"   all available in {figures['shop_ready_seconds']} s; frontend at {frontend}"
+                )
+                figures |= _shop_traffic(frontend, requests, say)
 
-            if endpoints.get("prometheus"):
-                say("3. asking Prometheus for the request rate per role...")
-                figures["prometheus_rates_per_second"] = _rates(endpoints["prometheus"], say)
-            else:
-                say("3. Prometheus is not installed (apt-get install prometheus): skipped")
-        finally:
-            stack.stop()
-    say("4. the retry-storm drill: the recipe card's retry loop vs our resilience layer...")
+                if endpoints.get("prometheus"):
+                    say("3. asking Prometheus for the request rate per role...")
+                    figures["prometheus_rates_per_second"] = _rates(endpoints["prometheus"], say)
+                else:
+                    say("3. Prometheus is not installed (apt-get install prometheus): skipped")
+
+                say("4. blue-green: v1 -> v2 (promoted), then v2 -> v3-broken (rolled back)...")
+                figures["blue_green"] = _blue_green(target, client, endpoints, prefect_up, say)
+            finally:
+                try:
+                    stack.stop()
+                finally:
+                    with contextlib.suppress(Exception):  # its failure is reported above
+                        prefect_up.result()
+                    prefect.stop()
+    say("5. the retry-storm drill: the recipe card's retry loop vs our resilience layer...")
     report = run_drill(drill_settings)
     figures["drill"] = report.figures()
     return figures, report
+
+
+def _private_prefect(home: Path) -> None:
+    """The demo's Prefect client: its own home, quiet, never the user's server or profile.
+
+    Prefect reads these once, at import, so this runs before anything imports it; the API URL
+    is set later, with ``temporary_settings``, once the demo's own server answers.
+    """
+    from sandbox.stack import prefect_settings
+
+    for name in [k for k in os.environ if k.startswith("PREFECT_")]:
+        del os.environ[name]
+    os.environ.update(prefect_settings(home) | {"PREFECT_LOGGING_LEVEL": "ERROR"})
+
+
+def _blue_green(
+    target: Any, client: Any, endpoints: dict[str, str], prefect_up: Future, say: Say
+) -> dict[str, Any]:
+    """Save the sandbox's blocks, deploy blue v1, run the two rollouts; their figures."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from runbooks import catalogue
+    from sandbox.blocks_registration import main as save_sandbox_blocks
+    from sandbox.showcase import deploy_blue_green
+
+    began = time.monotonic()
+    prefect = prefect_up.result()
+    waited = round(time.monotonic() - began, 1)
+    say(f"   Prefect server at {prefect['prefect_ui']} (waited {waited} s more for it)")
+    service = BLUE_GREEN_SERVICE
+    url = deploy_blue_green(
+        target.apps_v1(client), target.core_v1(client), service, image=BLUE_GREEN_IMAGES[0]
+    )
+    say(f"   {service}-blue runs {BLUE_GREEN_IMAGES[0]} behind the active Service at {url}")
+    entry = catalogue.runbook("blue-green")
+    settings = {PREFECT_API_URL: prefect["prefect_api"], PREFECT_UI_URL: prefect["prefect_ui"]}
+    runs: dict[str, Any] = {}
+    with temporary_settings(updates=settings):
+        try:
+            saved = save_sandbox_blocks(endpoints)
+            say(f"   blocks saved: {', '.join(saved)}")
+            blocks = catalogue.load_blocks(entry, {"prometheus": None})
+            for name, image in zip(("promote", "rollback"), BLUE_GREEN_IMAGES[1:], strict=True):
+                runs[name] = _rollout(entry, blocks, service, image, url, say)
+        finally:
+            _drain_prefect()
+    return runs
+
+
+def _rollout(
+    entry: Any, blocks: dict[str, Any], service: str, image: str, url: str, say: Say
+) -> dict[str, Any]:
+    from runbooks import catalogue
+    from sandbox.load import Load
+
+    params = catalogue.build_params(
+        entry,
+        overrides={
+            "service": service,
+            "image": image,
+            "replicas": 2,
+            "pre_promotion": _FAST_ANALYSIS,
+            "post_promotion": _FAST_ANALYSIS,
+            "scale_down_delay_seconds": 1,
+            "progress_deadline_seconds": 60,
+        },
+    )
+    with Load(url) as load:
+        began = time.monotonic()
+        launched = catalogue.run_in_process(entry, params, blocks)
+        seconds = round(time.monotonic() - began, 2)
+    if launched.error is not None:
+        raise launched.error
+    result = launched.result
+    run = {
+        "image": image,
+        "outcome": result.rollout.value,
+        "requests": load.total,
+        "failed_requests": len(load.failures),
+        "rollback_seconds": result.rollback_seconds,
+        "run_seconds": seconds,
+    }
+    rollback = f", restored in {result.rollback_seconds} s" if result.rollback_seconds else ""
+    say(
+        f"   -> {image}: {run['outcome']} in {seconds} s{rollback}; "
+        f"{run['failed_requests']} of {run['requests']} requests failed"
+    )
+    return run
+
+
+def _drain_prefect() -> None:
+    """Send the buffered logs and events before the demo's server stops (no shutdown errors)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(RuntimeError):  # never started
+        APILogWorker.instance().drain()
+    EventsWorker.drain_all()
+
+
+def format_blue_green(runs: dict[str, Any]) -> str:
+    """The two rollouts of the demo as a small table."""
+    rows = [
+        ("blue-green (analysis 0.5 s x 3, health only)", "outcome", "failed / requests", "rollback")
+    ]
+    previous = BLUE_GREEN_IMAGES[0]
+    for run in runs.values():
+        seconds = run["rollback_seconds"]
+        rows.append(
+            (
+                f"  {previous} -> {run['image']}",
+                run["outcome"],
+                f"{run['failed_requests']} / {run['requests']}",
+                "-" if seconds is None else f"{seconds} s",
+            )
+        )
+        if run["outcome"] == "promoted":
+            previous = run["image"]
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def _shop_traffic(frontend: str, requests: int, say: Say) -> dict[str, Any]:

@@ -4,6 +4,10 @@
 stands in for), a Service and a Deployment per role: frontend -> checkout -> payments. The
 sandbox has no cluster DNS, so each caller's ``SHOP_DOWNSTREAM_URL`` is its downstream
 Service's loopback ``nodePort``: Services are created first, then the Deployments that call them.
+
+``deploy_blue_green`` creates the shape the ``blue-green`` runbook expects of a service it rolls
+out (``decisions.bluegreen``): a ``<service>-blue`` Deployment whose pods carry
+``{app: <service>, colour: blue}``, behind an active Service selecting exactly those labels.
 """
 
 from __future__ import annotations
@@ -100,24 +104,70 @@ def deploy_shop(
         )
     deadline = time.monotonic() + timeout_seconds
     for service in services.values():
-        while True:
-            status = call_kubernetes(
-                f"read Deployment {namespace}/{service.name}",
-                apps.read_namespaced_deployment_status,
-                service.name,
-                namespace,
-            ).status
-            if (status.available_replicas or 0) >= replicas:
-                break
-            if time.monotonic() > deadline:
-                raise UnavailableError(
-                    f"Deployment {namespace}/{service.name} was not available within "
-                    f"{timeout_seconds:g}s; see `kubectl describe deploy {service.name}`"
-                )
-            time.sleep(0.1)
+        _wait_available(apps, namespace, service.name, replicas, deadline, timeout_seconds)
     for service in services.values():  # available pods; now the Service must route to them
         _wait_ready(f"{service.url}/ready", deadline, timeout_seconds)
     return services
+
+
+def blue_green_manifests(
+    service: str, image: str, replicas: int, role: str = "payments"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Blue's Deployment and the active Service selecting it, as the blue-green runbook expects."""
+    labels = {"app": service, "colour": "blue"}
+    deployment = deployment_manifest(f"{service}-blue", role, image, replicas, {})
+    deployment["metadata"]["labels"] = labels | {"role": role}
+    deployment["spec"]["selector"]["matchLabels"] = labels
+    deployment["spec"]["template"]["metadata"]["labels"] = labels | {"role": role}
+    return deployment, service_manifest(service, labels)
+
+
+def deploy_blue_green(
+    apps: Any,
+    core: Any,
+    service: str,
+    *,
+    namespace: str = "default",
+    image: str = "demo/shop:v1",
+    replicas: int = 2,
+    timeout_seconds: float = 60.0,
+) -> str:
+    """Create blue and the active Service; return the Service's URL once it routes to blue."""
+    deployment, active = blue_green_manifests(service, image, replicas)
+    created = call_kubernetes(
+        f"create Service {namespace}/{service}", core.create_namespaced_service, namespace, active
+    )
+    call_kubernetes(
+        f"create Deployment {namespace}/{service}-blue",
+        apps.create_namespaced_deployment,
+        namespace,
+        deployment,
+    )
+    url = f"http://127.0.0.1:{created.spec.ports[0].node_port}"
+    deadline = time.monotonic() + timeout_seconds
+    _wait_available(apps, namespace, f"{service}-blue", replicas, deadline, timeout_seconds)
+    _wait_ready(f"{url}/ready", deadline, timeout_seconds)
+    return url
+
+
+def _wait_available(
+    apps: Any, namespace: str, name: str, replicas: int, deadline: float, timeout_seconds: float
+) -> None:
+    while True:
+        status = call_kubernetes(
+            f"read Deployment {namespace}/{name}",
+            apps.read_namespaced_deployment_status,
+            name,
+            namespace,
+        ).status
+        if (status.available_replicas or 0) >= replicas:
+            return
+        if time.monotonic() > deadline:
+            raise UnavailableError(
+                f"Deployment {namespace}/{name} was not available within "
+                f"{timeout_seconds:g}s; see `kubectl describe deploy {name}`"
+            )
+        time.sleep(0.1)
 
 
 def _wait_ready(url: str, deadline: float, timeout_seconds: float) -> None:

@@ -11,18 +11,28 @@ from pathlib import Path
 RUNBOOKS = Path(sys.executable).with_name("runbooks")
 
 
-def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     return subprocess.run(
         [str(RUNBOOKS), *args], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
-def test_demo_runs_the_shop_and_the_drill_and_prints_its_figures() -> None:
+def test_demo_runs_the_shop_blue_green_and_the_drill_and_prints_its_figures() -> None:
     done = _run("demo", "--json", "--clients", "8", "--outage-seconds", "150")
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert figures["shop_statuses"] == {"200": figures["shop_requests"]}
+    promote, rollback = figures["blue_green"]["promote"], figures["blue_green"]["rollback"]
+    assert promote["image"] == "demo/shop:v2"
+    assert promote["outcome"] == "promoted"
+    assert promote["rollback_seconds"] is None
+    assert rollback["image"] == "demo/shop:v3-broken"
+    assert rollback["outcome"] == "rolled_back"
+    assert 0 < rollback["rollback_seconds"] < 15
+    for run in (promote, rollback):  # the active Service never served a failed request
+        assert run["failed_requests"] == 0, run
+        assert run["requests"] > 0, run
     drill = figures["drill"]
     assert drill["amplification_naive"] > 3
     assert drill["amplification_ours"] <= 1.2
@@ -32,6 +42,10 @@ def test_demo_runs_the_shop_and_the_drill_and_prints_its_figures() -> None:
 def test_demo_table_is_readable() -> None:
     done = _run("demo", "--clients", "4", "--outage-seconds", "100")
     assert done.returncode == 0, done.stderr
+    assert "blue-green (analysis 0.5 s x 3, health only)" in done.stdout
+    assert "demo/shop:v1 -> demo/shop:v2" in done.stdout
+    assert "demo/shop:v2 -> demo/shop:v3-broken" in done.stdout
+    assert "rolled_back" in done.stdout
     assert "backend load reduction vs naive" in done.stdout
     assert "naive" in done.stdout
     assert "ours" in done.stdout
