@@ -174,7 +174,9 @@ def _step_seconds(result: Any) -> dict[str, float]:
     start to the first step (observe, plan, publish, lock), in plan order."""
     assert result.plan is not None
     spans = {"observe_plan_lock": 0.0}
-    first = _first(result.timeline, result.plan.steps[1].key) if len(result.plan.steps) > 1 else None
+    first = (
+        _first(result.timeline, result.plan.steps[1].key) if len(result.plan.steps) > 1 else None
+    )
     if first is not None:
         spans["observe_plan_lock"] = round((first - result.started_at).total_seconds(), 3)
     for step in result.plan.steps[1:]:

@@ -183,8 +183,10 @@ class FlagRollout(BaseModel):
 
 def _pre_promotion() -> AnalysisSpec:
     # Preview traffic is only what we send: without synthetic load the metrics have no data and
-    # the analysis would (rightly) be inconclusive.
-    return AnalysisSpec(synthetic_load_rps=10.0)
+    # the analysis would (rightly) be inconclusive. The first measurement waits one query window
+    # (30 s): Prometheus must discover the new pods and scrape them twice before rate() has a
+    # value, and a window that holds only the analysis's own traffic judges the new version alone.
+    return AnalysisSpec(synthetic_load_rps=10.0, initial_delay_seconds=30.0)
 
 
 class BlueGreenParams(BaseModel):
@@ -375,9 +377,10 @@ def plan_rollout(params: BlueGreenParams, observed: ObservedState) -> RolloutPla
     p = params
     if observed.active_colour is None:
         raise PlanRefused(
-            f"Service {p.namespace}/{p.service} does not exist: blue-green needs a running "
-            f"version to fall back to, so create {deployment_name(p.service, Colour.BLUE)} and "
-            f"a Service selecting {pod_labels(p.service, Colour.BLUE)} first."
+            f"service: Service {p.namespace}/{p.service} does not exist: blue-green needs a "
+            "running version to fall back to, so create "
+            f"{deployment_name(p.service, Colour.BLUE)} and a Service selecting "
+            f"{pod_labels(p.service, Colour.BLUE)} first."
         )
     active = observed.active_colour
     idle = active.other
@@ -561,6 +564,11 @@ def _post_analysis(p: BlueGreenParams, colour: Colour) -> Step:
 
 
 def _scale_down(p: BlueGreenParams, colour: Colour, delay: int) -> Step:
+    gone = (
+        ", then wait until its pods are gone (the contract must not overlap the old code)"
+        if p.migration.due(Phase.CONTRACT)
+        else ""
+    )
     return Step(
         key="scale_down_old",
         kind=StepKind.SCALE_DOWN_OLD,
@@ -568,7 +576,7 @@ def _scale_down(p: BlueGreenParams, colour: Colour, delay: int) -> Step:
         replicas=0,
         seconds=float(delay),
         sentence=f"Scale {deployment_name(p.service, colour)} to 0 once the bake passed and "
-        f"at least {delay} s after the switch.",
+        f"at least {delay} s after the switch{gone}.",
     )
 
 

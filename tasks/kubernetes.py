@@ -576,6 +576,70 @@ def wait_for_rollout(
             time.sleep(min(poll_seconds, deadline - now))
 
 
+@task(name="namespace-exists", cache_policy=NO_CACHE)
+def namespace_exists(k8s: KubernetesTarget, namespace: str) -> bool:
+    """Whether the Namespace exists: a missing object inside it then means a wrong namespace,
+    and the error can say so instead of blaming the object."""
+    with k8s.get_api_client() as api:
+        try:
+            call_kubernetes(
+                f"read Namespace {namespace}",
+                k8s.core_v1(api).read_namespace,
+                namespace,
+                target=_target(api),
+            )
+        except NotFoundError:
+            return False
+    return True
+
+
+@task(name="wait-for-no-pods", cache_policy=NO_CACHE)
+def wait_for_no_pods(
+    k8s: KubernetesTarget,
+    namespace: str,
+    labels: Mapping[str, str],
+    *,
+    timeout_seconds: float,
+    poll_seconds: float = 0.5,
+) -> float:
+    """Wait until no pod matching ``labels`` exists, terminating ones included; returns seconds.
+
+    Why pods and not the Deployment's ``status.replicas``: the controller stops counting a pod
+    as soon as it is terminating, while its process may still serve in-flight requests for its
+    grace period. A step that must not overlap with the old code (a contract migration dropping
+    what the old version writes) waits for the pods themselves to be gone.
+    """
+    if timeout_seconds <= 0 or poll_seconds <= 0:
+        raise InvalidRequestError(
+            f"timeout_seconds and poll_seconds must be > 0, got {timeout_seconds} and "
+            f"{poll_seconds}"
+        )
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    where = f"pods {selector} in {namespace}"
+    started = time.monotonic()
+    with k8s.get_api_client() as api:
+        while True:
+            pods = call_kubernetes(
+                f"list {where}",
+                k8s.core_v1(api).list_namespaced_pod,
+                namespace,
+                label_selector=selector,
+                target=_target(api),
+            )
+            left = [pod.metadata.name for pod in pods.items]
+            waited = time.monotonic() - started
+            if not left:
+                run_logger(__name__).info("no %s left after %.1fs", where, waited)
+                return round(waited, 3)
+            if waited >= timeout_seconds:
+                raise RolloutTimeoutError(
+                    f"{len(left)} of the {where} still exist after {timeout_seconds:g}s: "
+                    f"{', '.join(sorted(left)[:5])}",
+                    target=f"{namespace}/{selector}",
+                )
+            time.sleep(min(poll_seconds, max(0.0, timeout_seconds - waited)))
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 

@@ -84,6 +84,26 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         stack.stop()
 
 
+@pytest.fixture
+def k8s(sandbox: Sandbox) -> Any:
+    """A ``KubernetesTarget`` block on the session sandbox's cluster, namespace ``default``."""
+    from blocks import KubernetesTarget
+
+    return KubernetesTarget(
+        kubeconfig_path=sandbox.endpoints["kubeconfig"], context="sandbox", namespace="default"
+    )
+
+
+@pytest.fixture
+def kube_faults(sandbox: Sandbox) -> Iterator[Any]:
+    """An httpx client on the API emulator's fault admin endpoint; every fault cleared after."""
+    import httpx
+
+    with httpx.Client(base_url=sandbox.endpoints["kube_api"], timeout=5) as client:
+        yield client
+        client.delete("/_sandbox/faults").raise_for_status()
+
+
 @pytest.fixture(autouse=True)
 def _no_backoff_sleep() -> Iterator[None]:
     """Backoff never sleeps in tests: waits are recorded, not slept (stamina's testing mode)."""

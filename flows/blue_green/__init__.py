@@ -20,11 +20,14 @@ approval gate said no, or an approver who is not allowed said yes); ``aborted`` 
 time); ``noop``; ``dry_run``. Events ``runbooks.blue-green.{started, promoted, rolled-back,
 aborted}``; artifacts: the plan, the audit trail (timeline) and the measurements table.
 
-Killed mid-rollout (the process dies: no hook runs): the target's lock lease expires after a
-minute, and re-running the same parameters converges. Before the switch the plan deploys the
-idle colour again (idempotent) and carries on; after it, the new image is active, so the plan
-*resumes* (post-promotion analysis, then scale-down; a failing bake switches back to the old
-colour), or finds nothing to do.
+Killed mid-rollout (the process dies: no hook runs), re-running the same parameters converges:
+before the switch the plan deploys the idle colour again (idempotent) and carries on; after it
+the new image is active, so the plan *resumes* (post-promotion analysis, then scale-down; a
+failing bake switches back to the old colour) or finds nothing to do; a crash during a rollback
+re-attempts the rollout, which fails its analysis again and rolls back. The killed run's lock
+lease (60 s) blocks re-runs until it expires or an operator who knows the run is dead frees it
+with ``runbooks.kit.release_target("<namespace>/<service>")``; the re-run's busy error says so.
+The killed run itself stays Running in the Prefect UI: cancel it there.
 """
 
 from flows.blue_green.approval import ApprovalInput

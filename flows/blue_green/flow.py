@@ -46,6 +46,7 @@ from tasks.health import check_health
 from tasks.kubernetes import (
     DeploymentState,
     ServiceState,
+    namespace_exists,
     read_deployment,
     read_deployment_manifest,
     read_service,
@@ -68,6 +69,11 @@ def blue_green(
     p = params
     _refuse_unusable(p, kubernetes, prometheus, database)
     active_service = read_service(kubernetes, p.namespace, p.service)
+    if active_service is None and not namespace_exists(kubernetes, p.namespace):
+        raise InvalidRequestError(
+            f"namespace: Namespace {p.namespace} does not exist in the cluster the kubernetes "
+            "block points at: check the namespace parameter (and the block's context)"
+        )
     active_url = service_url(active_service) if active_service is not None else None
     observed = observe(p, kubernetes, active_service, active_url)
     timeline.add("observe", f"active colour {observed.active_colour}")

@@ -56,6 +56,7 @@ from tasks.kubernetes import (
     patch_service_selector,
     read_deployment_manifest,
     scale_deployment,
+    wait_for_no_pods,
     wait_for_rollout,
 )
 from tasks.migrations import apply_migrations
@@ -186,6 +187,14 @@ class Rollout:
                 self.timeline.add(step.key, f"keep the old colour {remaining:.1f}s more")
                 time.sleep(remaining)
             scale_deployment(self.k8s, ns, deployment_name(svc, step.colour), 0)
+            if any(s.kind is StepKind.MIGRATE_CONTRACT for s in plan.steps):
+                waited = wait_for_no_pods(
+                    self.k8s,
+                    ns,
+                    pod_labels(svc, step.colour),
+                    timeout_seconds=float(p.progress_deadline_seconds),
+                )
+                self.timeline.add(step.key, f"old pods gone after {waited:g}s")
         else:
             raise InvalidRequestError(f"step kind {step.kind.value} is not supported")
 

@@ -27,7 +27,7 @@ from runbooks.kit.artifacts import (
 )
 from runbooks.kit.dryrun import plan_gate, result_for_dry_run
 from runbooks.kit.events import emit, event_name
-from runbooks.kit.locking import lock_name, target_lock
+from runbooks.kit.locking import lock_name, release_target, target_lock
 from runbooks.kit.markdown import escape_markdown, render_plan, render_timeline
 from runbooks.kit.results import Outcome, RunbookResult, Timeline, TimelineEntry, utc_now
 
@@ -46,6 +46,7 @@ __all__ = [
     "publish_plan",
     "publish_table",
     "publish_timeline",
+    "release_target",
     "render_plan",
     "render_timeline",
     "result_for_dry_run",

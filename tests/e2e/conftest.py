@@ -17,13 +17,6 @@ from sandbox.showcase import deployment_manifest, service_manifest
 FLAGS_MOUNT = "/etc/shop/flags"
 
 
-@pytest.fixture
-def k8s(sandbox) -> KubernetesTarget:
-    return KubernetesTarget(
-        kubeconfig_path=sandbox.endpoints["kubeconfig"], context="sandbox", namespace=NAMESPACE
-    )
-
-
 @contextlib.contextmanager
 def deployed_shop(sandbox, k8s: KubernetesTarget, *, flags: bool = False) -> Iterator[Shop]:
     """Blue v1 (2 replicas) behind the active Service ``bg-<hex>``; deleted afterwards.

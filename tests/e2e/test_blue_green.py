@@ -144,7 +144,12 @@ def test_dry_run_publishes_the_plan_and_changes_nothing(shop: Shop) -> None:
 
 @pytest.mark.parametrize(
     ("change", "field"),
-    [({"replicas": 0}, "replicas"), ({"image": "demo/shop"}, "image")],
+    [
+        ({"replicas": 0}, "replicas"),
+        ({"image": "demo/shop"}, "image"),
+        ({"pre_promotion": {"failure_limit": -1}}, "pre_promotion.failure_limit"),
+        ({"scale_down_delay_seconds": -5}, "scale_down_delay_seconds"),
+    ],
 )
 def test_bad_input_is_refused_naming_the_field(shop: Shop, change: dict, field: str) -> None:
     values = {"service": shop.service, "image": "demo/shop:v2"} | change
@@ -154,6 +159,23 @@ def test_bad_input_is_refused_naming_the_field(shop: Shop, change: dict, field: 
         blue_green(params=values, kubernetes=shop.k8s)
     assert shop.deployment("green") is None
     assert shop.selector() == {"app": shop.service, "colour": "blue"}
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ({"service": "no-such-service"}, "service: Service default/no-such-service does not"),
+        ({"namespace": "no-such-namespace"}, "namespace: Namespace no-such-namespace does not"),
+    ],
+    ids=["unknown-service", "unknown-namespace"],
+)
+def test_unknown_service_or_namespace_is_refused_before_any_change(
+    shop: Shop, where: dict, message: str
+) -> None:
+    params = shop.params("demo/shop:v2").model_copy(update=where)
+    with pytest.raises(Exception, match=message):
+        blue_green(params=params, kubernetes=shop.k8s)
+    assert shop.deployment("green") is None
 
 
 # -- approval gate -----------------------------------------------------------------------------
@@ -420,9 +442,8 @@ def _metric_spec(**extra: Any) -> AnalysisSpec:
         "interval_seconds": 1.0,
         "count": 3,
         "window": "10s",
-        "initial_delay_seconds": 6.0,
+        "initial_delay_seconds": 10.0,  # one window: discovery plus two scrapes fit in it
         "synthetic_load_rps": 20.0,
-        "synthetic_load_path": "/pay",
         "success_rate_min": 0.95,
         "p95_latency_max_ms": 500.0,
     }

@@ -56,25 +56,10 @@ class Cleanup:
 
 
 @pytest.fixture
-def k8s(sandbox) -> KubernetesTarget:
-    return KubernetesTarget(
-        kubeconfig_path=sandbox.endpoints["kubeconfig"], context="sandbox", namespace=NAMESPACE
-    )
-
-
-@pytest.fixture
 def cleanup(k8s: KubernetesTarget) -> Iterator[Cleanup]:
     done = Cleanup(k8s)
     yield done
     done.run()
-
-
-@pytest.fixture
-def faults(sandbox) -> Iterator[httpx.Client]:
-    """The API emulator's fault admin endpoint (``/_sandbox/faults``); cleared afterwards."""
-    with httpx.Client(base_url=sandbox.endpoints["kube_api"], timeout=5) as client:
-        yield client
-        client.delete("/_sandbox/faults").raise_for_status()
 
 
 def _name(prefix: str) -> str:
@@ -227,78 +212,78 @@ def test_selector_patch_with_a_stale_expected_is_a_conflict(k8s, switch) -> None
     assert read_service_selector.fn(k8s, NAMESPACE, switch) == _colour(switch, BLUE)
 
 
-def _inject(faults: httpx.Client, service: str, **fault: Any) -> int:
+def _inject(kube_faults: httpx.Client, service: str, **fault: Any) -> int:
     path = rf"/namespaces/{NAMESPACE}/services/{service}$"
-    created = faults.post("/_sandbox/faults", json={"method": "PATCH", "path": path} | fault)
+    created = kube_faults.post("/_sandbox/faults", json={"method": "PATCH", "path": path} | fault)
     created.raise_for_status()
     return created.json()["id"]
 
 
-def _hits(faults: httpx.Client, fault_id: int) -> int:
-    listed = faults.get("/_sandbox/faults").json()["faults"]
+def _hits(kube_faults: httpx.Client, fault_id: int) -> int:
+    listed = kube_faults.get("/_sandbox/faults").json()["faults"]
     return next(f["hits"] for f in listed if f["id"] == fault_id)
 
 
 def test_selector_patch_gives_up_after_the_attempts_and_changes_nothing(
-    k8s, switch, faults
+    k8s, switch, kube_faults
 ) -> None:
-    fault = _inject(faults, switch, status=503, times=10)
+    fault = _inject(kube_faults, switch, status=503, times=10)
     with pytest.raises(UnavailableError, match="HTTP 503"):
         patch_service_selector.fn(
             k8s, NAMESPACE, switch, _colour(switch, GREEN), expected=_colour(switch, BLUE)
         )
-    assert _hits(faults, fault) == 3  # the layer's attempts, no more
+    assert _hits(kube_faults, fault) == 3  # the layer's attempts, no more
     assert read_service_selector.fn(k8s, NAMESPACE, switch) == _colour(switch, BLUE)
 
 
 @pytest.mark.parametrize("status", [500, 503])
-def test_selector_patch_is_retried_through_5xx(k8s, switch, faults, status: int) -> None:
+def test_selector_patch_is_retried_through_5xx(k8s, switch, kube_faults, status: int) -> None:
     """A 500 too: the ``test`` op makes a retry of a stored attempt fail, not apply twice."""
-    fault = _inject(faults, switch, status=status, times=2)  # fewer than the 3 attempts
+    fault = _inject(kube_faults, switch, status=status, times=2)  # fewer than the 3 attempts
     green = _colour(switch, GREEN)
     assert (
         patch_service_selector.fn(k8s, NAMESPACE, switch, green, expected=_colour(switch, BLUE))
         == green
     )
-    assert _hits(faults, fault) == 2
+    assert _hits(kube_faults, fault) == 2
     assert read_service_selector.fn(k8s, NAMESPACE, switch) == green
 
 
-def test_an_unconditional_selector_patch_is_not_retried_on_500(k8s, switch, faults) -> None:
+def test_an_unconditional_selector_patch_is_not_retried_on_500(k8s, switch, kube_faults) -> None:
     """Without a ``test`` op a retry after a 500 could overwrite a concurrent change."""
-    fault = _inject(faults, switch, status=500, times=2)
+    fault = _inject(kube_faults, switch, status=500, times=2)
     with pytest.raises(UnavailableError, match="HTTP 500"):
         patch_service_selector.fn(k8s, NAMESPACE, switch, _colour(switch, GREEN))
-    assert _hits(faults, fault) == 1
+    assert _hits(kube_faults, fault) == 1
     assert read_service_selector.fn(k8s, NAMESPACE, switch) == _colour(switch, BLUE)
 
 
 def test_a_failed_selector_patch_is_settled_by_reading_the_selector_back(
-    k8s, switch, faults
+    k8s, switch, kube_faults
 ) -> None:
     """Every attempt of a switch back fails, but the selector already is what it asks for
     (the forward switch never happened): success, not an error that would stop a rollback."""
-    fault = _inject(faults, switch, status=503, times=None)
+    fault = _inject(kube_faults, switch, status=503, times=None)
     blue = _colour(switch, BLUE)
     assert (
         patch_service_selector.fn(k8s, NAMESPACE, switch, blue, expected=_colour(switch, GREEN))
         == blue
     )
-    assert _hits(faults, fault) == 3
+    assert _hits(kube_faults, fault) == 3
     with pytest.raises(ConflictError, match="someone else changed it"):
         patch_service_selector.fn(
             k8s, NAMESPACE, switch, _colour(switch, GREEN), expected=_colour(switch, "purple")
         )
 
 
-def test_selector_patch_is_retried_after_a_timeout(sandbox, switch, faults) -> None:
+def test_selector_patch_is_retried_after_a_timeout(sandbox, switch, kube_faults) -> None:
     impatient = KubernetesTarget(
         kubeconfig_path=sandbox.endpoints["kubeconfig"],
         context="sandbox",
         namespace=NAMESPACE,
         request_timeout_seconds=0.5,
     )
-    fault = _inject(faults, switch, action="hang", seconds=5, times=1)
+    fault = _inject(kube_faults, switch, action="hang", seconds=5, times=1)
     green = _colour(switch, GREEN)
     assert (
         patch_service_selector.fn(
@@ -306,7 +291,7 @@ def test_selector_patch_is_retried_after_a_timeout(sandbox, switch, faults) -> N
         )
         == green
     )
-    assert _hits(faults, fault) == 1
+    assert _hits(kube_faults, fault) == 1
 
 
 def test_tasks_run_in_a_flow(prefect_server, k8s, cleanup) -> None:
