@@ -77,28 +77,16 @@ def _quiet_prefect_environment(home: Path) -> None:
     os.environ.pop("PREFECT_API_KEY", None)
 
 
-def _blue_manifest(name: str, labels: dict[str, str], image: str) -> dict[str, Any]:
-    from sandbox.showcase import deployment_manifest
-
-    manifest = deployment_manifest(name, "payments", image, REPLICAS, {})
-    manifest["metadata"]["labels"] = labels | {"role": "payments"}
-    manifest["spec"]["selector"]["matchLabels"] = labels
-    manifest["spec"]["template"]["metadata"]["labels"] = labels | {"role": "payments"}
-    return manifest
-
-
 @contextlib.contextmanager
 def _shop(k8s: Any, cluster: Any) -> Iterator[tuple[str, str]]:
     """Blue v1 behind the active Service ``bench-<hex>``; yields (service, url); deleted after."""
-    from sandbox.showcase import service_manifest
+    from sandbox.showcase import blue_green_manifests
 
     service = f"bench-{uuid.uuid4().hex[:8]}"
-    labels = {"app": service, "colour": "blue"}
+    deployment, active = blue_green_manifests(service, "demo/shop:v1", REPLICAS)
     with k8s.get_api_client() as api:
-        k8s.core_v1(api).create_namespaced_service(NAMESPACE, service_manifest(service, labels))
-        k8s.apps_v1(api).create_namespaced_deployment(
-            NAMESPACE, _blue_manifest(f"{service}-blue", labels, "demo/shop:v1")
-        )
+        k8s.core_v1(api).create_namespaced_service(NAMESPACE, active)
+        k8s.apps_v1(api).create_namespaced_deployment(NAMESPACE, deployment)
     try:
         url = cluster.wait_for_service(NAMESPACE, service, endpoints=REPLICAS, timeout_seconds=30)
         yield service, url
@@ -132,12 +120,13 @@ def _rolled_out(apps: Any, name: str, timeout_seconds: float = 60) -> None:
 
 def _recipe_restore_seconds(k8s: Any) -> float:
     """The recipe's rollback, measured: ``set image`` back to v1 + ``rollout status``."""
+    from sandbox.showcase import deployment_manifest
+
     name = f"recipe-{uuid.uuid4().hex[:8]}"
-    labels = {"app": name}
     with k8s.get_api_client() as api:
         apps = k8s.apps_v1(api)
         apps.create_namespaced_deployment(
-            NAMESPACE, _blue_manifest(name, labels, "demo/shop:v3-broken")
+            NAMESPACE, deployment_manifest(name, "payments", "demo/shop:v3-broken", REPLICAS, {})
         )
         try:
             _rolled_out(apps, name)

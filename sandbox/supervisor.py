@@ -3,7 +3,8 @@
 State folder (default ``.sandbox/`` in the current directory, or ``RUNBOOKS_SANDBOX_DIR``):
 
 - ``endpoints.json`` — what is up and where (keys ``kube_api``, ``kubeconfig``, ``moto``,
-  ``prometheus``, ``prefect_api``, ``prefect_ui``, ...); written once everything answers;
+  ``prometheus``, ``prefect_api``, ``prefect_ui``, ``shop``, ...); written once everything
+  answers (``shop``: the blue-green service :func:`seed_shop` deploys, with steady traffic);
 - ``kubeconfig`` — for the official client and ``kubectl``;
 - ``supervisor.json`` — pid and process group of the supervisor, so ``down`` (or the next
   ``up`` after a crash) can end every process it started;
@@ -36,11 +37,14 @@ from sandbox.stack import (
     prefect_env,
     write_json_atomic,
 )
+from tasks.load import RequestLoad
 
 logger = logging.getLogger("sandbox")
 
 ENDPOINTS = "endpoints.json"
 SUPERVISOR = "supervisor.json"
+SEED_SERVICE = "shop"
+SEED_RPS = 5.0
 
 
 def state_dir(explicit: Path | None = None) -> Path:
@@ -98,6 +102,24 @@ def build_stack(state: Path, *, prefect: bool = True) -> Stack:
     return Stack(components)
 
 
+def seed_shop(kubeconfig: str) -> str:
+    """Deploy the sandbox's own blue-green service, ``default/shop`` (blue ``demo/shop:v1``, two
+    replicas, behind the active Service ``shop``); returns its URL.
+
+    So that ``runbooks run blue-green -p service=shop -p image=demo/shop:v2`` works right after
+    ``sandbox up``. The supervisor then sends it a steady trickle of traffic (:data:`SEED_RPS`
+    requests per second to ``/pay``, loopback only, for as long as the sandbox runs), as
+    production would: a post-promotion analysis judges real traffic, and without any it would
+    rightly find no data.
+    """
+    from kubernetes import client, config
+
+    from sandbox.showcase import deploy_blue_green
+
+    with config.new_client_from_config(config_file=kubeconfig, context="sandbox") as api:
+        return deploy_blue_green(client.AppsV1Api(api), client.CoreV1Api(api), SEED_SERVICE)
+
+
 def register_blocks(state: Path, endpoints: dict[str, str]) -> list[str]:
     """Save blocks pointing at the sandbox, in a child process (keeps Prefect out of this one)."""
     api = endpoints.get("prefect_api")
@@ -127,14 +149,20 @@ def run_foreground(state: Path, *, prefect: bool = True) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     stack = build_stack(state, prefect=prefect)
+    traffic: RequestLoad | None = None
     try:
         endpoints = stack.start()
         endpoints["blocks"] = " ".join(register_blocks(state, endpoints))
+        endpoints["shop"] = seed_shop(endpoints["kubeconfig"])
+        traffic = RequestLoad(endpoints["shop"], path="/pay", rps=SEED_RPS, max_seconds=86400)
+        traffic.__enter__()
         write_json_atomic(state / ENDPOINTS, endpoints)
         logger.warning("sandbox up: %s", json.dumps(endpoints))
         stopping.wait()
     finally:
         try:
+            if traffic is not None:
+                traffic.__exit__(None, None, None)
             stack.stop()
         finally:
             for name in (ENDPOINTS, SUPERVISOR):

@@ -12,7 +12,7 @@ from bluegreen_shop import NAMESPACE, Shop
 
 from blocks import KubernetesTarget
 from decisions.bluegreen import FLAGS_KEY, flags_config_map_name
-from sandbox.showcase import deployment_manifest, service_manifest
+from sandbox.showcase import blue_green_manifests
 
 FLAGS_MOUNT = "/etc/shop/flags"
 
@@ -25,24 +25,21 @@ def deployed_shop(sandbox, k8s: KubernetesTarget, *, flags: bool = False) -> Ite
     read their feature flags from it (``SHOP_FLAGS_FILE``), as the flag rollout expects.
     """
     service = f"bg-{uuid.uuid4().hex[:8]}"
-    labels = {"app": service, "colour": "blue"}
-    env = {"SHOP_FLAGS_FILE": f"{FLAGS_MOUNT}/{FLAGS_KEY}"} if flags else {}
-    manifest = deployment_manifest(f"{service}-blue", "payments", "demo/shop:v1", 2, env)
-    manifest["metadata"]["labels"] = labels | {"role": "payments"}
-    manifest["spec"]["selector"]["matchLabels"] = labels
-    manifest["spec"]["template"]["metadata"]["labels"] = labels | {"role": "payments"}
+    manifest, active = blue_green_manifests(service, "demo/shop:v1", 2)
     config_map = flags_config_map_name(service)
     if flags:
         pod = manifest["spec"]["template"]["spec"]
         pod["volumes"] = [{"name": "flags", "configMap": {"name": config_map}}]
-        pod["containers"][0]["volumeMounts"] = [{"name": "flags", "mountPath": FLAGS_MOUNT}]
+        container = pod["containers"][0]
+        container["volumeMounts"] = [{"name": "flags", "mountPath": FLAGS_MOUNT}]
+        container["env"].append({"name": "SHOP_FLAGS_FILE", "value": f"{FLAGS_MOUNT}/{FLAGS_KEY}"})
     with k8s.get_api_client() as api:
         core = k8s.core_v1(api)
         if flags:
             document = json.dumps({"flags": {}})
             body = {"metadata": {"name": config_map}, "data": {FLAGS_KEY: document}}
             core.create_namespaced_config_map(NAMESPACE, body)
-        core.create_namespaced_service(NAMESPACE, service_manifest(service, labels))
+        core.create_namespaced_service(NAMESPACE, active)
         k8s.apps_v1(api).create_namespaced_deployment(NAMESPACE, manifest)
     try:
         url = sandbox.cluster.wait_for_service(NAMESPACE, service, endpoints=2, timeout_seconds=30)

@@ -71,6 +71,8 @@ def test_up_status_url_down_leaves_nothing_behind(state: Path) -> None:
     if shutil.which("prometheus"):
         assert httpx.get(f"{endpoints['prometheus']}/-/ready").status_code == 200
     assert "kubernetes-target/sandbox" in endpoints["blocks"]
+    # the blue-green service runbooks run can roll out right away, serving steady traffic
+    assert httpx.get(f"{endpoints['shop']}/pay", timeout=5).status_code == 200
 
     again = _run("sandbox", "up", "--detach", "--state-dir", str(state))
     assert again.returncode == 0
