@@ -130,6 +130,47 @@ CATALOGUE: dict[str, Runbook] = {
                 ),
             ),
         ),
+        Runbook(
+            name="select-regions",
+            description="Choose the AWS regions that serve the users in access logs fastest "
+            "(P95 per k, the recommended k, a country -> region map).",
+            flow="flows.select_regions:select_regions",
+            params_model="decisions.selection:SelectRegionsParams",
+            blocks=(
+                BlockParam(
+                    "aws",
+                    "blocks.aws:AwsTarget",
+                    "aws-target",
+                    required=False,
+                    default="aws-target/sandbox",
+                    description="AWS account for s3:// log sources",
+                ),
+            ),
+        ),
+        Runbook(
+            name="geo-routing",
+            description="Health-checked Route 53 geolocation records for a set of regions: plan, "
+            "one change batch, verify, restore on failure.",
+            flow="flows.geo_routing:geo_routing",
+            params_model="decisions.georouting:GeoRoutingParams",
+            blocks=(
+                BlockParam(
+                    "aws",
+                    "blocks.aws:AwsTarget",
+                    "aws-target",
+                    required=True,
+                    default="aws-target/sandbox",
+                    description="the AWS account whose Route 53 zone is changed",
+                ),
+            ),
+        ),
+        Runbook(
+            name="regional-health",
+            description="Probe each region's health endpoint: a table artifact and "
+            "healthy/unhealthy events per region.",
+            flow="flows.regional_health:regional_health",
+            params_model="flows.regional_health:RegionalHealthParams",
+        ),
     )
 }
 
