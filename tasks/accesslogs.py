@@ -193,7 +193,10 @@ def _parse_all(
             for block in read_blocks(source, seen):
                 if tally.format == "auto":
                     tally.format = detect_format(block[: 256 * 1024])
-                pending.append((tally, index, pool.submit(parse_block, block, tally.format)))
+                wanted = EXAMPLES - len(tally.examples)  # 0 once a source has its examples
+                pending.append(
+                    (tally, index, pool.submit(parse_block, block, tally.format, examples=wanted))
+                )
                 if progress is not None:
                     progress(done, total)
                 while len(pending) > 2 * workers:

@@ -81,44 +81,54 @@ def detect_format(head: bytes) -> str:
     return "common" if scores["common"] > 2 * scores["combined"] else "combined"
 
 
-def parse_block(block: bytes, log_format: str) -> BlockCounts:
-    """Parse a newline-aligned block of ``log_format`` lines (not "auto") into counts."""
+def parse_block(block: bytes, log_format: str, *, examples: int = EXAMPLES) -> BlockCounts:
+    """Parse a newline-aligned block of ``log_format`` lines (not "auto") into counts.
+
+    One lazy query and one grouping, nothing else over every line: eager steps would
+    materialise each intermediate column of the block. Every parsed line has a status class, so
+    the parsed lines are the sum of the class counts, and the malformed ones follow from the
+    non-empty lines; only when ``examples`` are wanted (the caller stops asking once it has
+    enough) are the malformed lines looked for again.
+    """
     lines = _lines(block)
+    line = pl.col("line")
     if log_format == "json":
-        fields = lines.select(
-            ip=pl.coalesce(_json_fields(JSON_IP_FIELDS)),
-            cls=pl.coalesce(_json_fields(JSON_STATUS_FIELDS)).str.extract(
-                r"^([1-5])[0-9][0-9]$", 1
-            ),
-        )
+        cls = pl.coalesce(_json_fields(JSON_STATUS_FIELDS)).str.extract(r"^([1-5])[0-9][0-9]$", 1)
+        fields = lines.lazy().with_columns(ip=pl.coalesce(_json_fields(JSON_IP_FIELDS)), cls=cls)
         fields = fields.with_columns(ip=pl.when(pl.col("cls").is_not_null()).then(pl.col("ip")))
     else:
         fields = _text_fields(lines, PATTERNS[log_format], escapes=b'\\"' in block)
-    matched = fields["ip"].is_not_null()
-    bad = lines.filter(~matched & (pl.col("line") != ""))["line"]
-    empty = lines.height - int(matched.sum()) - bad.len()
     # one row per client, a column per status class: cheaper to group than (client, class)
     requests = (
-        fields.filter(matched)
+        fields.filter(pl.col("ip").is_not_null())
         .group_by("ip")
-        .agg((pl.col("cls") == name[1]).sum().alias(name) for name in CLASS_COLUMNS)
+        .agg((pl.col("cls") == name[1]).sum().cast(pl.Int64).alias(name) for name in CLASS_COLUMNS)
+        .collect()
     )
-    examples = tuple(text[:200] for text in bad.head(EXAMPLES).to_list())
-    return BlockCounts(lines.height - empty, bad.len(), examples, requests)
+    parsed = int(sum(requests[name].sum() for name in CLASS_COLUMNS))
+    non_empty = lines.height - int((lines["line"].str.len_bytes() == 0).sum())
+    malformed = non_empty - parsed
+    found: tuple[str, ...] = ()
+    if malformed and examples > 0:
+        bad = fields.filter(pl.col("ip").is_null() & (line != "")).select(line).head(examples)
+        found = tuple(text[:200] for text in bad.collect()["line"].to_list())
+    return BlockCounts(non_empty, malformed, found, requests)
 
 
-def _text_fields(lines: pl.DataFrame, pattern: str, *, escapes: bool) -> pl.DataFrame:
+def _text_fields(lines: pl.DataFrame, pattern: str, *, escapes: bool) -> pl.LazyFrame:
     line = pl.col("line")
-    fields = lines.select(
-        ok=line.str.contains(pattern),
-        ip=line.str.split_exact(" ", 1).struct.field("field_0"),
+    fields = lines.lazy().with_columns(
+        ip=pl.when(line.str.contains(pattern)).then(
+            line.str.split_exact(" ", 1).struct.field("field_0")
+        ),
         cls=line.str.extract(_STATUS, 1),
     )
-    if escapes:  # rare: only then look for the lines that hold an escaped quote
-        rows = lines.select(pl.arg_where(line.str.contains('\\"', literal=True)))[:, 0]
-        anchored = lines[rows].select(line.str.extract(_STATUS_ANCHORED, 1))[:, 0]
-        fields = fields.with_columns(fields["cls"].scatter(rows, anchored))
-    return fields.select(ip=pl.when("ok").then("ip"), cls="cls")
+    if escapes:  # rare: only then take the anchored capture on the lines with an escaped quote
+        anchored = line.str.extract(_STATUS_ANCHORED, 1)
+        fields = fields.with_columns(
+            cls=pl.when(line.str.contains('\\"', literal=True)).then(anchored).otherwise("cls")
+        )
+    return fields
 
 
 def _lines(block: bytes) -> pl.DataFrame:
