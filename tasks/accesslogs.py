@@ -43,7 +43,15 @@ from pydantic import BaseModel, ConfigDict
 from runbooks.errors import InvalidRequestError
 from runbooks.kit._run import logger as run_logger
 from tasks.geolocate import DATA_SOURCE, locate
-from tasks.logparse import CLASS_COLUMNS, EXAMPLES, FORMATS, BlockCounts, detect_format, parse_block
+from tasks.logparse import (
+    CLASS_COLUMNS,
+    EXAMPLES,
+    FORMATS,
+    BlockCounts,
+    detect_format,
+    parse_block,
+    parse_file,
+)
 from tasks.logsources import LogSource, read_blocks, resolve_sources
 
 if TYPE_CHECKING:
@@ -180,9 +188,7 @@ def _parse_all(
         tally, index, future = pending.popleft()
         counts = future.result()
         tally.add(counts)
-        frames.append(
-            counts.requests.with_columns(src=pl.lit(index)).cast(_SCHEMA).select(_SCHEMA.keys())
-        )
+        frames.append(_tagged(counts, index))
         if len(frames) >= _MERGE_EVERY:  # memory follows the clients, not the lines
             frames[:] = [_merge(frames)]
 
@@ -190,6 +196,15 @@ def _parse_all(
         for index, source in enumerate(resolved):
             tally = _Tally(source, log_format)
             tallies.append(tally)
+            if _scan_whole(source, tally):  # polars reads it on every core: see parse_file
+                assert source.path is not None
+                counts = parse_file(str(source.path), tally.format, examples=EXAMPLES)
+                tally.add(counts)
+                frames.append(_tagged(counts, index))
+                seen(source.size)
+                if progress is not None:
+                    progress(done, total)
+                continue
             for block in read_blocks(source, seen):
                 if tally.format == "auto":
                     tally.format = detect_format(block[: 256 * 1024])
@@ -207,6 +222,27 @@ def _parse_all(
         if tally.lines == 0:
             raise InvalidRequestError(f"the access log {tally.source.name!r} is empty")
     return tallies, frames
+
+
+def _tagged(counts: BlockCounts, index: int) -> pl.DataFrame:
+    """A parsed block's or file's clients, tagged with their source."""
+    return counts.requests.with_columns(src=pl.lit(index)).cast(_SCHEMA).select(_SCHEMA.keys())
+
+
+def _scan_whole(source: LogSource, tally: _Tally) -> bool:
+    """Whether to parse ``source`` in one scan (a plain local file); detects its format."""
+    try:
+        if source.size == 0 or not source.is_plain_local_file():
+            return False  # the block path reports an empty source, and reads gzip
+        with source.open() as handle:
+            head = handle.read(256 * 1024)
+    except OSError as exc:
+        raise InvalidRequestError(
+            f"the log source {source.name!r} could not be read: {exc}"
+        ) from exc
+    if tally.format == "auto":
+        tally.format = detect_format(head)
+    return True
 
 
 def _aggregate(tallies: list[_Tally], frames: list[pl.DataFrame], seconds: float) -> LogSummary:

@@ -82,31 +82,60 @@ def detect_format(head: bytes) -> str:
 
 
 def parse_block(block: bytes, log_format: str, *, examples: int = EXAMPLES) -> BlockCounts:
-    """Parse a newline-aligned block of ``log_format`` lines (not "auto") into counts.
+    """Parse a newline-aligned block of ``log_format`` lines (not "auto") into counts."""
+    return _counts(_lines(block).lazy(), log_format, b'\\"' in block, examples)
+
+
+def parse_file(path: str, log_format: str, *, examples: int = EXAMPLES) -> BlockCounts:
+    """Parse a whole uncompressed local file of ``log_format`` lines in one lazy scan.
+
+    Why a second way in: polars then reads and parses the file on every core at once, about
+    1.5x faster than feeding it 8 MiB blocks (measured on the 2M-line benchmark log). The file is
+    read as one text column (separator NUL, no quoting, invalid UTF-8 replaced); the one
+    difference from the block path is a line holding a NUL byte, cut there (such a line is
+    binary junk and fails the format anyway unless a valid line precedes the NUL).
+    """
+    lines = pl.scan_csv(
+        path,
+        has_header=False,
+        separator="\x00",
+        quote_char=None,
+        new_columns=["line"],
+        infer_schema=False,
+        encoding="utf8-lossy",
+        truncate_ragged_lines=True,
+    ).with_columns(pl.col("line").fill_null(""))
+    return _counts(lines, log_format, None, examples)
+
+
+def _counts(
+    lines: pl.LazyFrame, log_format: str, escapes: bool | None, examples: int
+) -> BlockCounts:
+    """The counts of ``lines`` (one column ``line``); ``escapes`` None: not known beforehand.
 
     One lazy query and one grouping, nothing else over every line: eager steps would
-    materialise each intermediate column of the block. Every parsed line has a status class, so
-    the parsed lines are the sum of the class counts, and the malformed ones follow from the
-    non-empty lines; only when ``examples`` are wanted (the caller stops asking once it has
-    enough) are the malformed lines looked for again.
+    materialise each intermediate column. Every parsed line has a status class, so the parsed
+    lines are the sum of the class counts, and the malformed ones follow from the non-empty
+    lines; only when ``examples`` are wanted (the caller stops asking once it has enough) are
+    the malformed lines looked for again.
     """
-    lines = _lines(block)
     line = pl.col("line")
     if log_format == "json":
         cls = pl.coalesce(_json_fields(JSON_STATUS_FIELDS)).str.extract(r"^([1-5])[0-9][0-9]$", 1)
-        fields = lines.lazy().with_columns(ip=pl.coalesce(_json_fields(JSON_IP_FIELDS)), cls=cls)
+        fields = lines.with_columns(ip=pl.coalesce(_json_fields(JSON_IP_FIELDS)), cls=cls)
         fields = fields.with_columns(ip=pl.when(pl.col("cls").is_not_null()).then(pl.col("ip")))
     else:
-        fields = _text_fields(lines, PATTERNS[log_format], escapes=b'\\"' in block)
+        fields = _text_fields(lines, PATTERNS[log_format], escapes=escapes)
     # one row per client, a column per status class: cheaper to group than (client, class)
-    requests = (
+    grouped = (
         fields.filter(pl.col("ip").is_not_null())
         .group_by("ip")
         .agg((pl.col("cls") == name[1]).sum().cast(pl.Int64).alias(name) for name in CLASS_COLUMNS)
-        .collect()
     )
+    counted = lines.select(non_empty=(line.str.len_bytes() > 0).sum())
+    requests, totals = pl.collect_all([grouped, counted])
     parsed = int(sum(requests[name].sum() for name in CLASS_COLUMNS))
-    non_empty = lines.height - int((lines["line"].str.len_bytes() == 0).sum())
+    non_empty = int(totals["non_empty"][0])
     malformed = non_empty - parsed
     found: tuple[str, ...] = ()
     if malformed and examples > 0:
@@ -115,20 +144,18 @@ def parse_block(block: bytes, log_format: str, *, examples: int = EXAMPLES) -> B
     return BlockCounts(non_empty, malformed, found, requests)
 
 
-def _text_fields(lines: pl.DataFrame, pattern: str, *, escapes: bool) -> pl.LazyFrame:
+def _text_fields(lines: pl.LazyFrame, pattern: str, *, escapes: bool | None) -> pl.LazyFrame:
     line = pl.col("line")
-    fields = lines.lazy().with_columns(
+    status = line.str.extract(_STATUS, 1)
+    if escapes is not False:  # rare: a line with an escaped quote takes the anchored capture
+        escaped = line.str.contains('\\"', literal=True)
+        status = pl.when(escaped).then(line.str.extract(_STATUS_ANCHORED, 1)).otherwise(status)
+    return lines.with_columns(
         ip=pl.when(line.str.contains(pattern)).then(
             line.str.split_exact(" ", 1).struct.field("field_0")
         ),
-        cls=line.str.extract(_STATUS, 1),
+        cls=status,
     )
-    if escapes:  # rare: only then take the anchored capture on the lines with an escaped quote
-        anchored = line.str.extract(_STATUS_ANCHORED, 1)
-        fields = fields.with_columns(
-            cls=pl.when(line.str.contains('\\"', literal=True)).then(anchored).otherwise("cls")
-        )
-    return fields
 
 
 def _lines(block: bytes) -> pl.DataFrame:

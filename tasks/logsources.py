@@ -35,6 +35,9 @@ BLOCK_BYTES = 8 * 1024 * 1024
 _GLOB_CHARS = frozenset("*?[")
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 @dataclass(frozen=True)
 class LogSource:
     """One file or object to read: its name as reported, its stored size, how to open it."""
@@ -42,6 +45,14 @@ class LogSource:
     name: str
     size: int
     open: Callable[[], BinaryIO]
+    path: Path | None = None  # a local file (polars can scan it itself when not compressed)
+
+    def is_plain_local_file(self) -> bool:
+        """A local file that is not gzip: parsed in one scan instead of in blocks."""
+        if self.path is None:
+            return False
+        with self.open() as handle:
+            return handle.read(2) != GZIP_MAGIC
 
 
 def resolve_sources(sources: list[str], aws: AwsTarget | None) -> list[LogSource]:
@@ -83,7 +94,7 @@ def _local_sources(source: str) -> list[LogSource]:
 def _local(path: Path) -> LogSource:
     if not os.access(path, os.R_OK):
         raise InvalidRequestError(f"the log file {str(path)!r} is not readable (permissions)")
-    return LogSource(str(path), path.stat().st_size, lambda: path.open("rb"))
+    return LogSource(str(path), path.stat().st_size, lambda: path.open("rb"), path)
 
 
 def _s3_sources(client: Any, uri: str) -> list[LogSource]:
@@ -155,7 +166,7 @@ def read_blocks(source: LogSource, seen: Callable[[int], None]) -> Iterator[byte
         try:
             stored = _Counted(raw, seen)
             stream: Any = stored
-            if stored.head == b"\x1f\x8b":
+            if stored.head == GZIP_MAGIC:
                 stream = gzip.GzipFile(fileobj=stored, mode="rb")  # type: ignore[arg-type]
             carry = b""
             while block := stream.read(BLOCK_BYTES):

@@ -299,3 +299,48 @@ def test_generated_log_agrees_with_a_line_by_line_reference(tmp_path: Path) -> N
     assert summary.malformed > 0
     assert summary.unknown_country_requests > 0
     assert any(":" in c for c in [line.split(" ", 1)[0] for line in log.read_text().splitlines()])
+
+
+def _counts(summary: LogSummary) -> tuple:
+    return (
+        summary.lines,
+        summary.parsed,
+        summary.malformed,
+        summary.unique_clients,
+        summary.status_classes,
+        summary.requests_by_country(),
+        summary.unknown_country_requests,
+        tuple(source.malformed_examples for source in summary.sources),
+    )
+
+
+@pytest.mark.parametrize("kind", ["combined", "json"])
+def test_the_whole_file_scan_and_the_block_path_count_alike(tmp_path: Path, kind: str) -> None:
+    """A plain local file is scanned in one go, a gzip one read in blocks: same counts, on
+    escaped quotes, empty and blank lines, invalid UTF-8, malformed lines and bad clients."""
+    if kind == "combined":
+        lines = [
+            combined(US4),
+            combined(JP4, 404, request='GET /q?a=\\"x\\" HTTP/1.1'),
+            "",
+            combined(US6, 503),
+            "   ",
+            "not a log line",
+            combined("not-an-ip"),
+            combined(IE6, 301),
+        ]
+    else:
+        lines = [
+            json.dumps({"remote_addr": US4, "status": 200}),
+            json.dumps({"client_ip": JP4, "status": "404"}),
+            "",
+            json.dumps({"ip": US6}),
+            "{broken json",
+            json.dumps({"remote_addr": IE6, "status": 301}),
+        ]
+    data = ("\n".join(lines) + "\n").encode() + b"\xff\xfe junk\n"
+    plain = tmp_path / "plain.log"
+    plain.write_bytes(data)
+    packed = tmp_path / "packed.log"
+    packed.write_bytes(gzip.compress(data))
+    assert _counts(summarise_logs([str(plain)])) == _counts(summarise_logs([str(packed)]))
