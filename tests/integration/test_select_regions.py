@@ -220,3 +220,24 @@ def test_the_routing_map_feeds_geo_routing_on_route53(
     for country, region in chosen.routing_map.items():
         assert records[f"country-{country}"] == endpoints[region]
     assert "default" in records
+
+
+def test_a_measured_latency_matrix_overrides_the_distance_model(
+    prefect_server: str, access_log: Path, tmp_path: Path
+) -> None:
+    """Measured RTTs win over the formula: São Paulo, far from every user, measured fastest."""
+    matrix = tmp_path / "rtt.csv"
+    rows = [f"{country},sa-east-1,5" for country in DEMAND]
+    matrix.write_text("source,region,rtt_ms\n" + "\n".join(rows) + "\n")
+    params = SelectRegionsParams(
+        sources=(str(access_log),), k_min=1, k_max=1, latency_matrix=str(matrix)
+    )
+    result = select_regions(params=params)
+    assert result.report.per_k[0].best.regions == ("sa-east-1",)
+    assert result.report.per_k[0].best.p95_ms == 5
+    broken = tmp_path / "broken.csv"
+    broken.write_text("source,region,rtt_ms\nDE,eu-central-1,fast\n")
+    with pytest.raises(InvalidRequestError, match=r"latency_matrix: .* line 2"):
+        select_regions(params=params.model_copy(update={"latency_matrix": str(broken)}))
+    with pytest.raises(InvalidRequestError, match="latency_matrix: cannot read"):
+        select_regions(params=params.model_copy(update={"latency_matrix": str(tmp_path / "no")}))
