@@ -185,7 +185,9 @@ def test_without_a_prefect_api_it_says_how_to_get_one(tmp_path: Path) -> None:
 def test_list_names_the_runbooks() -> None:
     done = _invoke("list")
     assert done.exit_code == 0
-    assert done.stdout.startswith("blue-green  Health-gated blue-green rollout")
+    names = [line.split()[0] for line in done.stdout.splitlines()]
+    assert names == ["blue-green", "select-regions", "geo-routing", "regional-health"]
+    assert "Health-gated blue-green rollout" in done.stdout.splitlines()[0]
 
 
 def _flow_runs_of(service: str) -> list[object]:
