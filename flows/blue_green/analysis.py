@@ -73,27 +73,29 @@ def analyse(
         if spec.synthetic_load_rps > 0
         else None
     )
-    with load if load is not None else contextlib.nullcontext():
-        if spec.initial_delay_seconds:
-            time.sleep(spec.initial_delay_seconds)
-        while True:
-            measurement = measure(spec, url, prometheus, params, colour)
-            analysis = analysis.add(measurement)
-            judgement = analysis.judgements[-1]
-            record(
-                MeasurementRow(
-                    **measurement.model_dump(),
-                    phase=step_key,
-                    colour=colour.value,
-                    verdict=judgement.verdict.value,
-                    reason=judgement.reason,
-                )
+
+    def judged(measurement: Measurement) -> None:
+        nonlocal analysis
+        analysis = analysis.add(measurement)
+        judgement = analysis.judgements[-1]
+        record(
+            MeasurementRow(
+                **measurement.model_dump(),
+                phase=step_key,
+                colour=colour.value,
+                verdict=judgement.verdict.value,
+                reason=judgement.reason,
             )
-            if judgement.verdict is Verdict.FAILED:
-                on_failure()
-            if analysis.phase is not AnalysisPhase.RUNNING:
-                break
-            time.sleep(spec.interval_seconds)
+        )
+        if judgement.verdict is Verdict.FAILED:
+            on_failure()
+
+    with load if load is not None else contextlib.nullcontext():
+        _warm_up(spec, url, judged, lambda: analysis.phase is AnalysisPhase.RUNNING)
+        while analysis.phase is AnalysisPhase.RUNNING:
+            judged(measure(spec, url, prometheus, params, colour))
+            if analysis.phase is AnalysisPhase.RUNNING:
+                time.sleep(spec.interval_seconds)
     if load is not None:
         timeline.add(
             step_key,
@@ -119,6 +121,27 @@ def service_url(state: ServiceState) -> str:
             f"Service {state.namespace}/{state.name} has no nodePort to reach it on"
         )
     return f"http://127.0.0.1:{node_port}"
+
+
+def _warm_up(
+    spec: AnalysisSpec,
+    url: str,
+    judged: Callable[[Measurement], None],
+    running: Callable[[], bool],
+) -> None:
+    """Wait ``initial_delay_seconds`` for the query window to fill, checking health meanwhile.
+
+    Why check during the warm-up: the metrics need it, a dead version does not. A failing
+    health check is judged as a measurement (a failure, counted against ``failure_limit``), so
+    a broken version is rolled back at once instead of after the delay; a passing one is not a
+    measurement (without metrics yet it would be "no data") and is not recorded.
+    """
+    deadline = time.monotonic() + spec.initial_delay_seconds
+    probe = HttpService(base_url=url, health_path=spec.health_path)
+    while running() and time.monotonic() < deadline:
+        if not check_health(probe).ok:
+            judged(Measurement(at=datetime.now(UTC), health_ok=False))
+        time.sleep(min(spec.interval_seconds, max(0.0, deadline - time.monotonic())))
 
 
 def wait_routed(url: str, deadline_seconds: float) -> None:

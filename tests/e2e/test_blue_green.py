@@ -113,6 +113,19 @@ def test_broken_version_is_rolled_back_fast(shop: Shop) -> None:
     assert rolled_back[0].payload["rollback_seconds"] == result.rollback_seconds
 
 
+def test_a_broken_version_is_caught_during_the_metrics_warm_up(shop: Shop) -> None:
+    """The warm-up waits for Prometheus, not for a dead version: health is checked meanwhile."""
+    warm = FAST.model_copy(update={"initial_delay_seconds": 30.0})
+    started = time.monotonic()
+    result = blue_green(
+        params=shop.params("demo/shop:v3-broken", pre_promotion=warm), kubernetes=shop.k8s
+    )
+    assert result.rollout is RolloutOutcome.ROLLED_BACK, result.reason
+    assert time.monotonic() - started < 20  # long before the 30 s warm-up ends
+    assert [row.verdict for row in result.measurements] == ["failed"]
+    assert shop.selector() == {"app": shop.service, "colour": "blue"}
+
+
 def test_crashloop_fails_at_the_rollout_wait_and_leaves_blue_alone(shop: Shop) -> None:
     blue_before = shop.deployment("blue")
     started = time.monotonic()
