@@ -20,10 +20,10 @@ from prefect.cache_policies import NO_CACHE
 from blocks.kubernetes import KubernetesTarget
 from decisions.bluegreen import FLAGS_KEY
 from decisions.flags import Flag, flags_document, killed, parse_flags, with_rollout
-from runbooks.errors import ConflictError, InvalidRequestError, NotFoundError
+from runbooks.errors import ConflictError, InvalidRequestError
 from runbooks.kit._run import logger as run_logger
 from runbooks.resilience import call_kubernetes
-from tasks.kubernetes import APPLY_ATTEMPTS, _target
+from tasks.kubernetes import APPLY_ATTEMPTS, _target, read_or_none
 
 
 @task(name="set-feature-flag", cache_policy=NO_CACHE)
@@ -45,7 +45,7 @@ def set_feature_flag(
         target = _target(api)
         last: ConflictError | None = None
         for _ in range(APPLY_ATTEMPTS):
-            live = _read(core, namespace, config_map, where, target)
+            live = read_or_none(api, where, core.read_namespaced_config_map, config_map, namespace)
             flags = _flags_of(live, where)
             changed = killed(flags, flag) if percent is None else with_rollout(flags, flag, percent)
             data = dict((live.data if live is not None else None) or {})
@@ -89,15 +89,6 @@ def set_feature_flag(
         status=409,
         target=where,
     ) from last
-
-
-def _read(core: Any, namespace: str, name: str, where: str, target: str) -> Any:
-    try:
-        return call_kubernetes(
-            f"read {where}", core.read_namespaced_config_map, name, namespace, target=target
-        )
-    except NotFoundError:
-        return None
 
 
 def _flags_of(live: Any, where: str) -> dict[str, Flag]:

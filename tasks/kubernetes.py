@@ -581,16 +581,10 @@ def namespace_exists(k8s: KubernetesTarget, namespace: str) -> bool:
     """Whether the Namespace exists: a missing object inside it then means a wrong namespace,
     and the error can say so instead of blaming the object."""
     with k8s.get_api_client() as api:
-        try:
-            call_kubernetes(
-                f"read Namespace {namespace}",
-                k8s.core_v1(api).read_namespace,
-                namespace,
-                target=_target(api),
-            )
-        except NotFoundError:
-            return False
-    return True
+        found = read_or_none(
+            api, f"Namespace {namespace}", k8s.core_v1(api).read_namespace, namespace
+        )
+    return found is not None
 
 
 @task(name="wait-for-no-pods", cache_policy=NO_CACHE)
@@ -674,30 +668,23 @@ def _first_image(body: Mapping[str, Any]) -> str | None:
     return containers[0].get("image") if containers else None
 
 
-def _read_deployment(k8s: KubernetesTarget, api: ApiClient, namespace: str, name: str) -> Any:
+def read_or_none(api: ApiClient, what: str, read: Any, *args: str) -> Any:
+    """``read(*args)`` through the resilience layer, or None when the API answers 404: for a
+    runbook, absence is an answer (nothing to undo, create it, a wrong namespace), not an error."""
     try:
-        return call_kubernetes(
-            f"read Deployment {namespace}/{name}",
-            k8s.apps_v1(api).read_namespaced_deployment,
-            name,
-            namespace,
-            target=_target(api),
-        )
+        return call_kubernetes(f"read {what}", read, *args, target=_target(api))
     except NotFoundError:
         return None
+
+
+def _read_deployment(k8s: KubernetesTarget, api: ApiClient, namespace: str, name: str) -> Any:
+    where = f"Deployment {namespace}/{name}"
+    return read_or_none(api, where, k8s.apps_v1(api).read_namespaced_deployment, name, namespace)
 
 
 def _read_service(k8s: KubernetesTarget, api: ApiClient, namespace: str, name: str) -> Any:
-    try:
-        return call_kubernetes(
-            f"read Service {namespace}/{name}",
-            k8s.core_v1(api).read_namespaced_service,
-            name,
-            namespace,
-            target=_target(api),
-        )
-    except NotFoundError:
-        return None
+    where = f"Service {namespace}/{name}"
+    return read_or_none(api, where, k8s.core_v1(api).read_namespaced_service, name, namespace)
 
 
 def _label_selector(selector: Any) -> str:
