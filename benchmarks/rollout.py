@@ -80,7 +80,7 @@ def _quiet_prefect_environment(home: Path) -> None:
 @contextlib.contextmanager
 def _shop(k8s: Any, cluster: Any) -> Iterator[tuple[str, str]]:
     """Blue v1 behind the active Service ``bench-<hex>``; yields (service, url); deleted after."""
-    from sandbox.showcase import blue_green_manifests
+    from sandbox.showcase import blue_green_manifests, delete_blue_green
 
     service = f"bench-{uuid.uuid4().hex[:8]}"
     deployment, active = blue_green_manifests(service, "demo/shop:v1", REPLICAS)
@@ -92,13 +92,7 @@ def _shop(k8s: Any, cluster: Any) -> Iterator[tuple[str, str]]:
         yield service, url
     finally:
         with k8s.get_api_client() as api:
-            apps, core = k8s.apps_v1(api), k8s.core_v1(api)
-            for colour in ("blue", "green"):
-                with contextlib.suppress(Exception):  # never created, or already gone
-                    apps.delete_namespaced_deployment(f"{service}-{colour}", NAMESPACE)
-            for name in (service, f"{service}-preview"):
-                with contextlib.suppress(Exception):  # never created, or already gone
-                    core.delete_namespaced_service(name, NAMESPACE)
+            delete_blue_green(k8s.apps_v1(api), k8s.core_v1(api), service, namespace=NAMESPACE)
 
 
 def _rolled_out(apps: Any, name: str, timeout_seconds: float = 60) -> None:

@@ -12,6 +12,7 @@ out (``decisions.bluegreen``): a ``<service>-blue`` Deployment whose pods carry
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -148,6 +149,18 @@ def deploy_blue_green(
     _wait_available(apps, namespace, f"{service}-blue", replicas, deadline, timeout_seconds)
     _wait_ready(f"{url}/ready", deadline, timeout_seconds)
     return url
+
+
+def delete_blue_green(apps: Any, core: Any, service: str, *, namespace: str = "default") -> None:
+    """Delete both colours and the active and preview Services; what is missing is skipped."""
+    from decisions.bluegreen import Colour, deployment_name, preview_service_name
+
+    for colour in Colour:
+        with contextlib.suppress(Exception):  # never created, or already gone
+            apps.delete_namespaced_deployment(deployment_name(service, colour), namespace)
+    for name in (service, preview_service_name(service)):
+        with contextlib.suppress(Exception):  # never created, or already gone
+            core.delete_namespaced_service(name, namespace)
 
 
 def _wait_available(

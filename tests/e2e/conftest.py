@@ -12,7 +12,7 @@ from bluegreen_shop import NAMESPACE, Shop
 
 from blocks import KubernetesTarget
 from decisions.bluegreen import FLAGS_KEY, flags_config_map_name
-from sandbox.showcase import blue_green_manifests
+from sandbox.showcase import blue_green_manifests, delete_blue_green
 
 FLAGS_MOUNT = "/etc/shop/flags"
 
@@ -46,13 +46,8 @@ def deployed_shop(sandbox, k8s: KubernetesTarget, *, flags: bool = False) -> Ite
         yield Shop(k8s, service, url)
     finally:
         with k8s.get_api_client() as api:
-            apps, core = k8s.apps_v1(api), k8s.core_v1(api)
-            for colour in ("blue", "green"):
-                with contextlib.suppress(Exception):  # never created, or already gone
-                    apps.delete_namespaced_deployment(f"{service}-{colour}", NAMESPACE)
-            for name in (service, f"{service}-preview"):
-                with contextlib.suppress(Exception):  # never created, or already gone
-                    core.delete_namespaced_service(name, NAMESPACE)
+            core = k8s.core_v1(api)
+            delete_blue_green(k8s.apps_v1(api), core, service, namespace=NAMESPACE)
             with contextlib.suppress(Exception):  # only with flags
                 core.delete_namespaced_config_map(config_map, NAMESPACE)
 
