@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -49,6 +48,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.prefect_env import quiet_prefect_environment
 from sandbox.load import Load
 
 NAMESPACE = "default"
@@ -59,22 +59,6 @@ RECIPE_CHECK_SLEEP_SECONDS = 10
 RECIPE_DETECT_SECONDS = RECIPE_HEALTH_CHECKS * RECIPE_CHECK_SLEEP_SECONDS
 ARGO_SCALE_DOWN_DELAY_SECONDS = 30
 ARGO_PROGRESS_DEADLINE_SECONDS = 600
-
-
-def _quiet_prefect_environment(home: Path) -> None:
-    """Prefect reads its settings once, at import: set them before anything imports it."""
-    from sandbox.stack import prefect_settings
-
-    os.environ.update(
-        prefect_settings(home)
-        | {
-            "PREFECT_SERVER_UI_ENABLED": "false",
-            "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
-            "PREFECT_LOGGING_LEVEL": "WARNING",
-        }
-    )
-    os.environ.pop("PREFECT_API_URL", None)
-    os.environ.pop("PREFECT_API_KEY", None)
 
 
 @contextlib.contextmanager
@@ -376,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval <= 0 or args.count < 1 or args.scale_down_delay < 0:
         parser.error("--interval must be > 0, --count >= 1, --scale-down-delay >= 0")
     home = Path(tempfile.mkdtemp(prefix="runbooks-bench-prefect-"))
-    _quiet_prefect_environment(home)
+    quiet_prefect_environment(home)
     try:
         figures = run(args.interval, args.count, args.scale_down_delay)
     finally:

@@ -171,6 +171,48 @@ CATALOGUE: dict[str, Runbook] = {
             flow="flows.regional_health:regional_health",
             params_model="flows.regional_health:RegionalHealthParams",
         ),
+        Runbook(
+            name="load-forecast",
+            description="Forecast each service's load (best model by backtest), plan instances "
+            "per hour within budget, store the schedules and write Auto Scaling actions.",
+            flow="flows.load_forecast:load_forecast",
+            params_model="decisions.load_forecast:LoadForecastParams",
+            blocks=(
+                BlockParam(
+                    "prometheus",
+                    "blocks.http:HttpService",
+                    "http-service",
+                    required=False,
+                    default="http-service/sandbox-prometheus",
+                    description="Prometheus, for prometheus metric sources",
+                ),
+                BlockParam(
+                    "aws",
+                    "blocks.aws:AwsTarget",
+                    "aws-target",
+                    required=False,
+                    default="aws-target/sandbox",
+                    description="AWS account for CloudWatch sources and Auto Scaling groups",
+                ),
+            ),
+        ),
+        Runbook(
+            name="apply-scaling",
+            description="Set each service's HPA minReplicas (or KEDA cron triggers) to this "
+            "hour's planned minimum from load-forecast's schedules.",
+            flow="flows.apply_scaling:apply_scaling",
+            params_model="decisions.load_forecast:ApplyScalingParams",
+            blocks=(
+                BlockParam(
+                    "kubernetes",
+                    "blocks.kubernetes:KubernetesTarget",
+                    "kubernetes-target",
+                    required=True,
+                    default="kubernetes-target/sandbox",
+                    description="the cluster whose autoscalers follow the schedules",
+                ),
+            ),
+        ),
     )
 }
 

@@ -27,7 +27,8 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 _UNAVAILABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -186,9 +187,12 @@ def from_kubernetes(exc: Exception, action: str, *, target: str | None = None) -
 
 
 def from_botocore(exc: Exception, action: str, *, target: str | None = None) -> RunbookError:
-    """Translate a botocore ``ClientError`` or connection error."""
+    """Translate a botocore ``ClientError`` or connection error. A parameter botocore refuses
+    before sending (``ParamValidationError``) is the input's fault, not the service's."""
     if isinstance(exc, RunbookError):
         return exc
+    if type(exc).__name__ == "ParamValidationError":
+        return InvalidRequestError(f"{action}: {_short(str(exc))}", target=target)
     response: Mapping[str, Any] = getattr(exc, "response", None) or {}
     error = response.get("Error", {})
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -202,6 +206,18 @@ def from_botocore(exc: Exception, action: str, *, target: str | None = None) -> 
         return from_status(status, action, detail=detail, target=target)
     kind = type(exc).__name__
     return UnavailableError(f"{action} failed: {kind} ({_short(str(exc))})", target=target)
+
+
+@contextmanager
+def botocore_errors(action: str, target: str | None = None) -> Iterator[None]:
+    """Translate botocore errors raised while doing ``action`` into this tree (with
+    :func:`from_botocore`); every AWS task wraps its calls in it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise from_botocore(exc, action, target=target) from exc
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from decisions.forecasting import (
+    HOURS_PER_DAY,
     HOURS_PER_WEEK,
+    Model,
+    SeasonalNaive,
     check_history,
     check_horizon,
     forecast_frame,
@@ -119,3 +123,16 @@ class ProphetFit:
         return forecast_frame(
             self.last, predicted["yhat"].to_numpy(), predicted["yhat_upper"].to_numpy()
         )
+
+
+def models_named(names: Sequence[str]) -> tuple[Model, ...]:
+    """The models of ``LoadForecastParams.models``, in order (one shared instance each)."""
+    known: dict[str, Model] = {
+        "seasonal_naive_daily": SeasonalNaive(HOURS_PER_DAY),
+        "seasonal_naive_weekly": SeasonalNaive(HOURS_PER_WEEK),
+        "prophet": ProphetModel(),
+    }
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(known)}")
+    return tuple(known[n] for n in names)

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect import task
@@ -35,7 +34,12 @@ from decisions.georouting import (
     RecordChange,
     RecordSet,
 )
-from runbooks.errors import InvalidRequestError, NotFoundError, UnavailableError, from_botocore
+from runbooks.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    UnavailableError,
+    botocore_errors,
+)
 from runbooks.kit._run import logger as run_logger
 
 TAGS_PER_CALL = 10  # ListTagsForResources takes at most 10 ids
@@ -46,17 +50,6 @@ class HostedZone(BaseModel):
 
     id: str  # bare id, without /hostedzone/
     name: str  # with a trailing dot
-
-
-@contextmanager
-def _calling(action: str, target: str) -> Iterator[None]:
-    """Translate botocore errors met while doing ``action`` into the project's tree."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (ClientError, BotoCoreError) as exc:
-        raise from_botocore(exc, action, target=target) from exc
 
 
 @task(name="find-hosted-zone", cache_policy=NO_CACHE)
@@ -71,7 +64,7 @@ def find_hosted_zone(aws: AwsTarget, zone: str) -> HostedZone:
     if "." not in zone:
         zone_id = zone.removeprefix("/hostedzone/")
         try:
-            with _calling(f"get hosted zone {zone_id}", zone_id):
+            with botocore_errors(f"get hosted zone {zone_id}", zone_id):
                 found = client.get_hosted_zone(Id=zone_id)["HostedZone"]
         except NotFoundError as exc:
             raise NotFoundError(
@@ -79,7 +72,7 @@ def find_hosted_zone(aws: AwsTarget, zone: str) -> HostedZone:
             ) from exc
         return HostedZone(id=found["Id"].removeprefix("/hostedzone/"), name=found["Name"])
     name = zone.lower().removesuffix(".") + "."
-    with _calling(f"list hosted zones named {name}", name):
+    with botocore_errors(f"list hosted zones named {name}", name):
         zones = client.list_hosted_zones_by_name(DNSName=name, MaxItems="2")["HostedZones"]
     matching = [z for z in zones if z["Name"].lower() == name]
     if not matching:
@@ -97,7 +90,7 @@ def list_record_sets(aws: AwsTarget, zone_id: str) -> tuple[RecordSet, ...]:
     """Every record set of the zone, normalised for comparison (all pages)."""
     client = aws.get_client("route53")
     records: list[RecordSet] = []
-    with _calling(f"list records of hosted zone {zone_id}", zone_id):
+    with botocore_errors(f"list records of hosted zone {zone_id}", zone_id):
         for page in client.get_paginator("list_resource_record_sets").paginate(
             HostedZoneId=zone_id
         ):
@@ -110,7 +103,7 @@ def list_health_checks(aws: AwsTarget) -> tuple[LiveHealthCheck, ...]:
     """The account's health checks this runbook made (by ``CallerReference``), with tags."""
     client = aws.get_client("route53")
     found: list[dict[str, Any]] = []
-    with _calling("list health checks", "route53"):
+    with botocore_errors("list health checks", "route53"):
         for page in client.get_paginator("list_health_checks").paginate():
             found += [
                 hc
@@ -135,7 +128,7 @@ def create_health_check(aws: AwsTarget, check: HealthCheckPlan, tags: Mapping[st
     same ``CallerReference``, so a retry after a lost answer returns the check it made."""
     client = aws.get_client("route53")
     where = f"health check for {check.region}"
-    with _calling(f"create {where}", check.region):
+    with botocore_errors(f"create {where}", check.region):
         created = client.create_health_check(
             # the key plus a suffix of this creation: Route 53 refuses, forever, a reference
             # once used by a check that was deleted since (see decisions.georouting)
@@ -143,7 +136,7 @@ def create_health_check(aws: AwsTarget, check: HealthCheckPlan, tags: Mapping[st
             HealthCheckConfig=check.to_api(),
         )["HealthCheck"]
     check_id = created["Id"]
-    with _calling(f"tag {where} ({check_id})", check_id):
+    with botocore_errors(f"tag {where} ({check_id})", check_id):
         client.change_tags_for_resource(
             ResourceType="healthcheck",
             ResourceId=check_id,
@@ -158,7 +151,7 @@ def delete_health_check(aws: AwsTarget, check_id: str) -> bool:
     """Delete a health check; False when it was already gone (deleting again is done)."""
     client = aws.get_client("route53")
     try:
-        with _calling(f"delete health check {check_id}", check_id):
+        with botocore_errors(f"delete health check {check_id}", check_id):
             client.delete_health_check(HealthCheckId=check_id)
     except NotFoundError:
         return False
@@ -173,7 +166,7 @@ def change_record_sets(
     """Submit ``changes`` as ONE batch (Route 53 applies it all or nothing); the change id."""
     client = aws.get_client("route53")
     batch = {"Comment": comment[:256], "Changes": [change.to_api() for change in changes]}
-    with _calling(f"change {len(changes)} records in hosted zone {zone_id}", zone_id):
+    with botocore_errors(f"change {len(changes)} records in hosted zone {zone_id}", zone_id):
         info = client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch=batch)
     change_id = str(info["ChangeInfo"]["Id"])
     run_logger(__name__).info("submitted %d record changes as %s", len(changes), change_id)
@@ -198,7 +191,7 @@ def wait_for_insync(
     deadline = started + timeout_seconds
     status = "?"
     while True:
-        with _calling(f"get change {change_id}", change_id):
+        with botocore_errors(f"get change {change_id}", change_id):
             status = client.get_change(Id=change_id)["ChangeInfo"]["Status"]
         now = time.monotonic()
         if status == "INSYNC":

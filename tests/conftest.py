@@ -105,9 +105,14 @@ def kube_faults(sandbox: Sandbox) -> Iterator[Any]:
 
 
 @pytest.fixture(autouse=True)
-def _no_backoff_sleep() -> Iterator[None]:
-    """Backoff never sleeps in tests: waits are recorded, not slept (stamina's testing mode)."""
+def _no_backoff_sleep(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Backoff never sleeps in tests: our layer's waits are recorded, not slept (stamina's
+    testing mode), and botocore's standard-mode backoff waits nothing (its retries still
+    happen, so a test still sees each attempt)."""
+    from botocore.retries.standard import ExponentialBackoff
+
     from runbooks import resilience
 
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
     with resilience.testing():
         yield

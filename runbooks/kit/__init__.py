@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from runbooks.kit.artifacts import (
     artifact_key,
+    publish_image,
     publish_markdown,
     publish_plan,
     publish_table,
@@ -42,6 +43,7 @@ __all__ = [
     "event_name",
     "lock_name",
     "plan_gate",
+    "publish_image",
     "publish_markdown",
     "publish_plan",
     "publish_table",

@@ -89,6 +89,25 @@ def publish_table(
     return create_table_artifact(table=table, key=key, description=description, _sync=True)
 
 
+def publish_image(key: str, png: bytes, description: str | None = None) -> UUID | None:
+    """Publish a PNG as an image artifact; its id, or None outside a run.
+
+    The image goes in a ``data:`` URL: it travels inside the artifact, so the UI shows it with
+    no file server or bucket to keep, and it lives as long as the run's other artifacts.
+    """
+    import base64
+
+    from prefect.artifacts import create_image_artifact
+
+    if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise TypeError("png must be the bytes of a PNG image")
+    key = artifact_key(key)
+    if not _published_in_run(key):
+        return None
+    url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return create_image_artifact(image_url=url, key=key, description=description, _sync=True)
+
+
 def publish_plan(
     runbook: str, target: str, plan: BaseModel, *, title: str | None = None
 ) -> UUID | None:

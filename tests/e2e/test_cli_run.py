@@ -186,7 +186,14 @@ def test_list_names_the_runbooks() -> None:
     done = _invoke("list")
     assert done.exit_code == 0
     names = [line.split()[0] for line in done.stdout.splitlines()]
-    assert names == ["blue-green", "select-regions", "geo-routing", "regional-health"]
+    assert names == [
+        "blue-green",
+        "select-regions",
+        "geo-routing",
+        "regional-health",
+        "load-forecast",
+        "apply-scaling",
+    ]
     assert "Health-gated blue-green rollout" in done.stdout.splitlines()[0]
 
 

@@ -20,13 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect_reads import artifact_data, event_names
 from pydantic import ValidationError
 
 from blocks.aws import AwsTarget
 from decisions.georouting import CALLER_REFERENCE_PREFIX, TAG_TARGET, GeoRoutingParams
 from flows.geo_routing import GeoRoutingResult, geo_routing
 from runbooks.errors import InvalidRequestError
-from runbooks.kit import Outcome, artifact_key
+from runbooks.kit import Outcome
 
 CHANGE_BATCH = re.compile(r"^POST /2013-04-01/hostedzone/[^/]+/rrset/?$")
 GET_CHANGE = re.compile(r"^GET /2013-04-01/change/[^/]+$")
@@ -199,38 +200,6 @@ def zone(sandbox, prefect_server) -> Iterator[Zone]:
         yield Zone(created["Id"].removeprefix("/hostedzone/"), name, client, _aws(proxy.url), proxy)
     finally:
         proxy.close()
-
-
-def event_names(runbook: str, target: str) -> list[str]:
-    """The names of ``runbook``'s events about ``target``, newest first (polled: the server
-    stores events asynchronously). Also used by the regional-health tests."""
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
-
-    wanted = EventFilter(
-        event=EventNameFilter(prefix=[f"runbooks.{runbook}."]),
-        resource=EventResourceFilter(id=[f"runbooks.target.{target}"]),
-    )
-    give_up = time.monotonic() + 10
-    with get_client(sync_client=True) as client:
-        while not (found := list(client.read_events(filter=wanted, limit=10).events)):
-            if time.monotonic() > give_up:
-                return []
-            time.sleep(0.2)
-    return [event.event for event in found]
-
-
-def artifact_data(*key_parts: str) -> str:
-    """The data of the newest artifact keyed ``artifact_key(*key_parts)``."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    key = artifact_key(*key_parts)
-    wanted = ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
-    with get_client(sync_client=True) as client:
-        newest = client.read_artifacts(artifact_filter=wanted, limit=1)
-    assert newest, f"no artifact {key}"
-    return str(newest[0].data)
 
 
 def _run(zone: Zone, params: GeoRoutingParams) -> GeoRoutingResult:

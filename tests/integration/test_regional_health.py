@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prefect_reads import artifact_data, event_names
 from pydantic import ValidationError
-from test_geo_routing import artifact_data, event_names
 
 from blocks.http import HttpService
 from flows.regional_health import RegionalHealthParams, regional_health

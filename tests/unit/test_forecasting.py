@@ -14,6 +14,7 @@ from decisions.forecasting import (
     choose_model,
     clean_history,
     mase,
+    score_models,
 )
 
 START = pd.Timestamp("2026-03-02 00:00", tz="UTC")  # a Monday
@@ -212,7 +213,7 @@ def test_backtest_leaves_out_a_model_the_history_is_too_short_for() -> None:
     scores = backtest(_load(days=8), [SeasonalNaive(24), SeasonalNaive(168)], holdout_days=2)
     assert set(scores) == {"seasonal_naive_daily"}
     with pytest.raises(ValueError, match=r"no model can be backtested: 144 hours.*need 336"):
-        backtest(_load(days=8), [SeasonalNaive(168)])
+        backtest(_load(days=8), [SeasonalNaive(168)], holdout_days=2)
 
 
 def test_choose_model_breaks_ties_towards_the_simpler_model() -> None:
@@ -251,3 +252,24 @@ def test_prophet_forecasts_quietly_and_choose_model_takes_the_lower_mase(capfd) 
     captured = capfd.readouterr()
     assert "cmdstanpy" not in captured.err + captured.out
     assert "plotly" not in captured.err + captured.out
+
+
+def test_a_series_repeating_exactly_is_ranked_by_mae_not_refused() -> None:
+    day = np.concatenate([np.full(8, 10.0), np.full(16, 50.0)])
+    index = pd.date_range("2026-11-01", periods=24 * 21, freq="h", tz="UTC")
+    flat_days = pd.Series(np.tile(day, 21), index=index)
+    scored = score_models(flat_days, [SeasonalNaive(24), SeasonalNaive(168)])
+    assert scored.metric == "MAE"
+    assert scored.scores == {"seasonal_naive_daily": 0.0, "seasonal_naive_weekly": 0.0}
+    assert choose_model(scored.scores, [SeasonalNaive(24), SeasonalNaive(168)]) == SeasonalNaive(24)
+    assert score_models(_load(), [SeasonalNaive(24)]).metric == "MASE"
+
+
+def test_the_upper_bound_ignores_the_recent_trend() -> None:
+    # a month of falling load: signed errors are all negative; the margin still covers a rebound
+    index = pd.date_range("2026-11-01", periods=24 * 28, freq="h", tz="UTC")
+    hours = np.arange(len(index))
+    falling = pd.Series(1000 - hours * 0.5 + 50 * np.sin(2 * np.pi * hours / 24), index=index)
+    forecast = SeasonalNaive(24).fit(falling).forecast(24)
+    margin = (forecast["yhat_upper"] - forecast["yhat"]).to_numpy()
+    assert np.allclose(margin, 12.0)  # |y[t] - y[t - 24]| is 12 every hour
