@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import shutil
@@ -580,9 +581,10 @@ def _end_to_end(args: argparse.Namespace, home: Path) -> Section:
         {"target": "bench", "services": services, "as_of": as_of}
     )
 
+    settings = params.settings()
     started = time.perf_counter()
     for service in params.services:
-        forecast_one(service, params, as_of=as_of, prometheus=None, aws=None)
+        forecast_one(service, settings, as_of=as_of, prometheus=None, aws=None)
     sequential = time.perf_counter() - started
 
     figures: dict[str, Any] = {
@@ -598,6 +600,8 @@ def _end_to_end(args: argparse.Namespace, home: Path) -> Section:
         models = Counter(o.model for o in result.services)
         if args.dask:
             from distributed import LocalCluster
+
+            logging.getLogger("distributed").setLevel(logging.WARNING)  # a line per worker event
 
             with LocalCluster(
                 n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None

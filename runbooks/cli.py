@@ -52,13 +52,15 @@ def demo(
 
     The sandbox and a Prefect server come up, the demo shop is deployed through the Kubernetes
     API and serves real purchases, Prometheus reports its request rates, the blue-green runbook
-    promotes v2 and rolls back v3-broken under load, and the retry-storm drill compares the
-    recipe card's retry loop with our resilience layer (full jitter, 10 % retry budget,
-    circuit breaker) on a loopback backend that fails, then heals.
+    promotes v2 and rolls back v3-broken under load, load-forecast plans three services from
+    four weeks of history and apply-scaling sets their autoscalers, and the retry-storm drill
+    compares the recipe card's retry loop with our resilience layer (full jitter, 10 % retry
+    budget, circuit breaker) on a loopback backend that fails, then heals.
     """
     from pydantic import ValidationError
 
     from runbooks.demo import format_blue_green, run_demo
+    from runbooks.demo_forecast import format_forecast
     from sandbox.storm import DrillSettings, format_table
 
     try:
@@ -75,6 +77,8 @@ def demo(
     else:
         typer.echo("")
         typer.echo(format_blue_green(figures["blue_green"]))
+        typer.echo("")
+        typer.echo(format_forecast(figures["load_forecast"]))
         typer.echo("")
         typer.echo(format_table(report))
 

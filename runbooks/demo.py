@@ -12,7 +12,11 @@ It grows as runbooks land. Today, in order:
    ``demo/shop:v2`` (promoted), then to ``demo/shop:v3-broken`` (rolled back), each under a load
    generator counting failed requests through the active Service. Analyses are short and health
    only (0.5 s x 3, no Prometheus thresholds) so the demo stays fast;
-5. the retry-storm drill compares the recipe card's retry loop with our resilience layer; it runs
+5. ``load-forecast`` and ``apply-scaling`` (:mod:`runbooks.demo_forecast`): four weeks of load
+   written where the runbook's sources read (CloudWatch on moto, CSV files), three services
+   backtested, forecast and planned for 48 h; an Auto Scaling group's scheduled actions written
+   on moto, two HPAs' ``minReplicas`` set to this hour's plan;
+6. the retry-storm drill compares the recipe card's retry loop with our resilience layer; it runs
    after the sandbox has stopped, so its timings see a quiet machine.
 
 Everything it started is stopped at the end, also on Ctrl-C or failure.
@@ -24,7 +28,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,7 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="runbooks-demo-") as folder:
         _private_prefect(Path(folder) / "prefect-client")
         from blocks import KubernetesTarget
+        from runbooks.demo_forecast import forecast_step
         from sandbox.showcase import deploy_shop
         from sandbox.stack import PrefectComponent
         from sandbox.storm import run_drill
@@ -89,8 +94,11 @@ def run_demo(
                 else:
                     say("3. Prometheus is not installed (apt-get install prometheus): skipped")
 
-                say("4. blue-green: v1 -> v2 (promoted), then v2 -> v3-broken (rolled back)...")
-                figures["blue_green"] = _blue_green(target, client, endpoints, prefect_up, say)
+                with _prefect_ready(endpoints, prefect_up, say):
+                    say("4. blue-green: v1 -> v2 (promoted), then v2 -> v3-broken (rolled back)...")
+                    figures["blue_green"] = _blue_green(target, client, say)
+                    say("5. load-forecast (28 days of history, 48 h plan), then apply-scaling...")
+                    figures["load_forecast"] = forecast_step(target, client, endpoints, say)
             finally:
                 try:
                     stack.stop()
@@ -98,7 +106,7 @@ def run_demo(
                     with contextlib.suppress(Exception):  # its failure is reported above
                         prefect_up.result()
                     prefect.stop()
-    say("5. the retry-storm drill: the recipe card's retry loop vs our resilience layer...")
+    say("6. the retry-storm drill: the recipe card's retry loop vs our resilience layer...")
     report = run_drill(drill_settings)
     figures["drill"] = report.figures()
     return figures, report
@@ -117,38 +125,44 @@ def _private_prefect(home: Path) -> None:
     os.environ.update(prefect_settings(home) | {"PREFECT_LOGGING_LEVEL": "ERROR"})
 
 
-def _blue_green(
-    target: Any, client: Any, endpoints: dict[str, str], prefect_up: Future, say: Say
-) -> dict[str, Any]:
-    """Save the sandbox's blocks, deploy blue v1, run the two rollouts; their figures."""
+@contextlib.contextmanager
+def _prefect_ready(endpoints: dict[str, str], prefect_up: Future, say: Say) -> Iterator[None]:
+    """Wait for the demo's Prefect server, point the client at it, save the sandbox's blocks;
+    drain the logs and events before leaving, so nothing is lost when the server stops."""
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
-    from runbooks import catalogue
     from sandbox.blocks_registration import main as save_sandbox_blocks
-    from sandbox.showcase import deploy_blue_green
 
     began = time.monotonic()
     prefect = prefect_up.result()
     waited = round(time.monotonic() - began, 1)
     say(f"   Prefect server at {prefect['prefect_ui']} (waited {waited} s more for it)")
+    settings = {PREFECT_API_URL: prefect["prefect_api"], PREFECT_UI_URL: prefect["prefect_ui"]}
+    with temporary_settings(updates=settings):
+        try:
+            saved = save_sandbox_blocks(endpoints)
+            say(f"   blocks saved: {', '.join(saved)}")
+            yield
+        finally:
+            _drain_prefect()
+
+
+def _blue_green(target: Any, client: Any, say: Say) -> dict[str, Any]:
+    """Deploy blue v1, run the two rollouts; their figures."""
+    from runbooks import catalogue
+    from sandbox.showcase import deploy_blue_green
+
     service = BLUE_GREEN_SERVICE
     url = deploy_blue_green(
         target.apps_v1(client), target.core_v1(client), service, image=BLUE_GREEN_IMAGES[0]
     )
     say(f"   {service}-blue runs {BLUE_GREEN_IMAGES[0]} behind the active Service at {url}")
     entry = catalogue.runbook("blue-green")
-    settings = {PREFECT_API_URL: prefect["prefect_api"], PREFECT_UI_URL: prefect["prefect_ui"]}
-    runs: dict[str, Any] = {}
-    with temporary_settings(updates=settings):
-        try:
-            saved = save_sandbox_blocks(endpoints)
-            say(f"   blocks saved: {', '.join(saved)}")
-            blocks = catalogue.load_blocks(entry, {"prometheus": None})
-            for name, image in zip(("promote", "rollback"), BLUE_GREEN_IMAGES[1:], strict=True):
-                runs[name] = _rollout(entry, blocks, service, image, url, say)
-        finally:
-            _drain_prefect()
-    return runs
+    blocks = catalogue.load_blocks(entry, {"prometheus": None})
+    return {
+        name: _rollout(entry, blocks, service, image, url, say)
+        for name, image in zip(("promote", "rollback"), BLUE_GREEN_IMAGES[1:], strict=True)
+    }
 
 
 def _rollout(

@@ -195,3 +195,22 @@ def _wait_ready(url: str, deadline: float, timeout_seconds: float) -> None:
         if time.monotonic() > deadline:
             raise UnavailableError(f"{url} did not answer within {timeout_seconds:g}s")
         time.sleep(0.1)
+
+
+def create_auto_scaling_group(
+    ec2: Any, autoscaling: Any, name: str, *, region: str, min_size: int, max_size: int
+) -> None:
+    """An EC2 Auto Scaling group on moto (and its launch template, both named ``name``): what
+    ``load-forecast`` writes scheduled actions to in the demo and the tests."""
+    ec2.create_launch_template(
+        LaunchTemplateName=name,
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchTemplate={"LaunchTemplateName": name},
+        MinSize=min_size,
+        MaxSize=max_size,
+        DesiredCapacity=min_size,
+        AvailabilityZones=[f"{region}a"],
+    )

@@ -93,6 +93,9 @@ class MotoComponent:
     def start(self) -> dict[str, str]:
         from moto.server import ThreadedMotoServer
 
+        # werkzeug sets its own logger to INFO on first use and logs every request there; with
+        # a root handler (the CLI's) that is a line per AWS call in the demo's output.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         self._server = server

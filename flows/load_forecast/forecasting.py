@@ -8,20 +8,23 @@ complete, and the flow plans the rest.
 Parallelism is a task runner, chosen per run: threads on this machine by default (Prophet's fit
 runs in a cmdstan subprocess and pandas releases the GIL for its numeric work, so threads keep
 two cores busy), or, given ``dask_address``, the workers of that Dask cluster through
-prefect-dask: the way past one machine. The runner belongs to a subflow, ``load-forecast-
-services``, because a flow's runner is fixed when it starts and this one depends on a
-parameter. Everything a task takes and returns is a pydantic model or a block, so it pickles
-to a Dask worker and back.
+prefect-dask: the way past one machine. The runner is entered here rather than set on the flow,
+because a flow's runner is fixed when it starts and this one depends on a parameter; the tasks
+still belong to the ``load-forecast`` run. Everything a task takes and returns is a pydantic
+model or a block, so it pickles to a Dask worker and back.
+
+Cost: what Prefect does per task is small but not free (creating the task run, its states, and
+walking every argument and result for futures), so a task takes one service and the few settings
+it needs (:class:`~decisions.load_forecast.ForecastSettings`), never the whole parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -41,6 +44,7 @@ from decisions.load_forecast import (
     CloudWatchSource,
     FileSource,
     ForecastService,
+    ForecastSettings,
     LoadForecastParams,
     MetricSource,
     PrometheusSource,
@@ -122,37 +126,37 @@ def read_history(
 
 def forecast_one(
     service: ForecastService,
-    params: LoadForecastParams,
+    settings: ForecastSettings,
     *,
     as_of: datetime,
     prometheus: HttpService | None,
     aws: AwsTarget | None,
 ) -> ServiceForecast:
-    """Forecast ``service`` for the ``params.horizon_hours`` from ``as_of`` (an hour, UTC)."""
+    """Forecast ``service`` for the ``settings.horizon_hours`` from ``as_of`` (an hour, UTC)."""
     name = service.name
-    start = as_of - timedelta(days=params.history_days)
+    start = as_of - timedelta(days=settings.history_days)
     stage = "fetch"
     try:
         raw = read_history(service.source, start=start, end=as_of, prometheus=prometheus, aws=aws)
         stage = "clean"
-        history = _clean(raw, name, params)
-        stale, horizon = _horizon(history, as_of, params)
+        history = _clean(raw, name, settings)
+        stale, horizon = _horizon(history, as_of, settings)
         stage = "backtest"
-        models = models_named(params.models)
-        scored = score_models(history, models, holdout_days=params.holdout_days)
+        models = models_named(settings.models)
+        scored = score_models(history, models, holdout_days=settings.holdout_days)
         chosen = choose_model(scored.scores, models)
         stage = "forecast"
         frame = chosen.fit(history).forecast(horizon).iloc[stale:]
         stage = "business metrics"
         metrics = {
-            metric: _metric_forecast(f"{name}.{metric}", source, params, as_of, prometheus, aws)
+            metric: _metric_forecast(f"{name}.{metric}", source, settings, as_of, prometheus, aws)
             for metric, source in service.business_metrics.items()
         }
     except ForecastFailed:
         raise
     except Exception as exc:
         raise ForecastFailed(name, stage, str(exc)) from exc
-    column = "yhat_upper" if params.capacity_quantile is CapacityQuantile.UPPER_95 else "yhat"
+    column = "yhat_upper" if settings.capacity_quantile is CapacityQuantile.UPPER_95 else "yhat"
     hours = tuple(
         HourForecast(
             hour=when.to_pydatetime(),
@@ -181,28 +185,28 @@ def forecast_one(
     )
 
 
-def _clean(raw: pd.Series, name: str, params: LoadForecastParams) -> pd.Series:
+def _clean(raw: pd.Series, name: str, settings: ForecastSettings) -> pd.Series:
     # The models need the holdout plus a week before it (the weekly naive's two seasons would
     # need more; backtest leaves out a model the history cannot serve).
-    return clean_history(raw, service=name, min_days=max(7, 2 * params.holdout_days))
+    return clean_history(raw, service=name, min_days=max(7, 2 * settings.holdout_days))
 
 
-def _horizon(history: pd.Series, as_of: datetime, params: LoadForecastParams) -> tuple[int, int]:
+def _horizon(history: pd.Series, as_of: datetime, settings: ForecastSettings) -> tuple[int, int]:
     """Hours between the history's end and ``as_of`` (forecast across them), and the horizon."""
     last = history.index[-1]
     stale = int((pd.Timestamp(as_of) - last) / pd.Timedelta(hours=1)) - 1
-    if stale > params.max_stale_hours:
+    if stale > settings.max_stale_hours:
         raise ValueError(
             f"history ends at {last:%Y-%m-%d %H:00} UTC, {stale} hour(s) before the plan starts "
-            f"(max_stale_hours is {params.max_stale_hours}): is the metric still reported?"
+            f"(max_stale_hours is {settings.max_stale_hours}): is the metric still reported?"
         )
-    return stale, params.horizon_hours + stale
+    return stale, settings.horizon_hours + stale
 
 
 def _metric_forecast(
     name: str,
     source: MetricSource,
-    params: LoadForecastParams,
+    settings: ForecastSettings,
     as_of: datetime,
     prometheus: HttpService | None,
     aws: AwsTarget | None,
@@ -213,12 +217,12 @@ def _metric_forecast(
     on the bound would fire rules on hours that are only possibly busy. Seasonal naive only:
     a rule needs the shape of the day, and Prophet per metric would double the night's fits.
     """
-    start = as_of - timedelta(days=params.history_days)
+    start = as_of - timedelta(days=settings.history_days)
     raw = read_history(source, start=start, end=as_of, prometheus=prometheus, aws=aws)
-    history = _clean(raw, name, params)
-    stale, horizon = _horizon(history, as_of, params)
+    history = _clean(raw, name, settings)
+    stale, horizon = _horizon(history, as_of, settings)
     models = (SeasonalNaive(HOURS_PER_DAY), SeasonalNaive())
-    scored = score_models(history, models, holdout_days=params.holdout_days)
+    scored = score_models(history, models, holdout_days=settings.holdout_days)
     chosen = choose_model(scored.scores, models)
     return chosen.fit(history).forecast(horizon)["yhat"].iloc[stale:]
 
@@ -230,37 +234,12 @@ def _metric_forecast(
 )
 def forecast_service(
     service: ForecastService,
-    params: LoadForecastParams,
+    settings: ForecastSettings,
     as_of: datetime,
     prometheus: HttpService | None = None,
     aws: AwsTarget | None = None,
 ) -> ServiceForecast:
-    return forecast_one(service, params, as_of=as_of, prometheus=prometheus, aws=aws)
-
-
-@flow(name="load-forecast-services", log_prints=False)
-def forecast_services(
-    params: LoadForecastParams,
-    as_of: datetime,
-    prometheus: HttpService | None = None,
-    aws: AwsTarget | None = None,
-) -> list[ServiceForecast | ServiceFailure]:
-    """Every service's forecast, one task each on this subflow's runner; failures returned."""
-    futures = [
-        forecast_service.submit(s, params, as_of, prometheus=prometheus, aws=aws)
-        for s in params.services
-    ]
-    wait(futures)
-    out: list[ServiceForecast | ServiceFailure] = []
-    for service, future in zip(params.services, futures, strict=True):
-        result: Any = future.result(raise_on_failure=False)
-        if isinstance(result, ServiceForecast):
-            out.append(result)
-        elif isinstance(result, ForecastFailed):
-            out.append(ServiceFailure(service=service.name, stage=result.stage, error=str(result)))
-        else:
-            out.append(ServiceFailure(service=service.name, stage="task", error=str(result)))
-    return out
+    return forecast_one(service, settings, as_of=as_of, prometheus=prometheus, aws=aws)
 
 
 def run_forecasts(
@@ -268,8 +247,10 @@ def run_forecasts(
     as_of: datetime,
     prometheus: HttpService | None,
     aws: AwsTarget | None,
-) -> Sequence[ServiceForecast | ServiceFailure]:
-    """:func:`forecast_services` on threads here, or on the Dask cluster at ``dask_address``."""
+) -> list[ServiceForecast | ServiceFailure]:
+    """Every service's forecast, one task each, on threads here or on the Dask cluster at
+    ``dask_address``; a failed task is returned as its service's :class:`ServiceFailure`."""
+    settings = params.settings()
     runner: Any
     if params.dask_address:
         from prefect_dask import DaskTaskRunner
@@ -277,6 +258,30 @@ def run_forecasts(
         runner = DaskTaskRunner(address=params.dask_address)
     else:
         runner = ThreadPoolTaskRunner(max_workers=params.max_workers)
-    return forecast_services.with_options(task_runner=runner)(
-        params, as_of, prometheus=prometheus, aws=aws
-    )
+    out: list[ServiceForecast | ServiceFailure] = []
+    with runner:
+        futures = [
+            runner.submit(
+                forecast_service,
+                {
+                    "service": s,
+                    "settings": settings,
+                    "as_of": as_of,
+                    "prometheus": prometheus,
+                    "aws": aws,
+                },
+            )
+            for s in params.services
+        ]
+        wait(futures)
+        for service, future in zip(params.services, futures, strict=True):
+            result: Any = future.result(raise_on_failure=False)
+            if isinstance(result, ServiceForecast):
+                out.append(result)
+            elif isinstance(result, ForecastFailed):
+                out.append(
+                    ServiceFailure(service=service.name, stage=result.stage, error=str(result))
+                )
+            else:
+                out.append(ServiceFailure(service=service.name, stage="task", error=str(result)))
+    return out

@@ -33,6 +33,15 @@ def test_demo_runs_the_shop_blue_green_and_the_drill_and_prints_its_figures() ->
     for run in (promote, rollback):  # the active Service never served a failed request
         assert run["failed_requests"] == 0, run
         assert run["requests"] > 0, run
+    forecast = figures["load_forecast"]
+    assert forecast["outcome"] == "succeeded"
+    assert forecast["apply_outcome"] in ("succeeded", "no_change")
+    services = forecast["services"]
+    assert sorted(services) == ["checkout", "frontend", "payments"]
+    assert services["checkout"]["source"] == "cloudwatch"
+    assert services["frontend"]["applied"].startswith("ASG shop-frontend: ")
+    assert services["payments"]["applied"].startswith("HPA minReplicas 2 -> ")
+    assert services["payments"]["hours_doubled_by_rule"] > 0  # queue depth > 100 -> x2
     drill = figures["drill"]
     assert drill["amplification_naive"] > 3
     assert drill["amplification_ours"] <= 1.2
@@ -46,6 +55,8 @@ def test_demo_table_is_readable() -> None:
     assert "demo/shop:v1 -> demo/shop:v2" in done.stdout
     assert "demo/shop:v2 -> demo/shop:v3-broken" in done.stdout
     assert "rolled_back" in done.stdout
+    assert "load-forecast + apply-scaling" in done.stdout
+    assert "HPA minReplicas" in done.stdout
     assert "backend load reduction vs naive" in done.stdout
     assert "naive" in done.stdout
     assert "ours" in done.stdout

@@ -30,6 +30,7 @@ from blocks.aws import AwsTarget
 from decisions.asg_schedule import ACTION_PREFIX
 from decisions.scaling import ScheduledAction, compress_schedule, scheduled_actions
 from runbooks.errors import InvalidRequestError, UnavailableError
+from sandbox.showcase import create_auto_scaling_group
 from tasks.autoscaling import (
     AsgGroup,
     apply_asg_schedule,
@@ -176,18 +177,7 @@ def group(sandbox: Any) -> Iterator[Group]:
     }
     ec2, client = boto3.client("ec2", **options), boto3.client("autoscaling", **options)
     group_name = f"asg-{uuid.uuid4().hex[:8]}"
-    ec2.create_launch_template(
-        LaunchTemplateName=group_name,
-        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
-    )
-    client.create_auto_scaling_group(
-        AutoScalingGroupName=group_name,
-        LaunchTemplate={"LaunchTemplateName": group_name},
-        MinSize=0,
-        MaxSize=10,
-        DesiredCapacity=0,
-        AvailabilityZones=[f"{REGION}a"],
-    )
+    create_auto_scaling_group(ec2, client, group_name, region=REGION, min_size=0, max_size=10)
     proxy = RecordingProxy(moto)
     try:
         yield Group(group_name, client, _target(proxy.url), proxy)

@@ -274,3 +274,41 @@ def test_a_stale_history_is_refused_naming_the_service(
     )
     assert result.failed == ("busy",)
     assert "max_stale_hours" in (result.services[0].error or "")
+
+
+def test_business_rules_multiply_the_hours_their_metric_is_forecast_over_threshold(
+    prefect_server: str, histories: dict[str, Path], target: str
+) -> None:
+    """The recipe's queue depth > 100 -> x2: the queue depth is read and forecast like the
+    load, and only the hours it is forecast above 100 are doubled."""
+    queue = synthetic_demand(AS_OF, days=28, base_rps=80, daily_amplitude=0.9, noise=0.0, seed=5)
+    path = write_history_csv(histories["busy"].parent / "queue.csv", queue)
+    result = load_forecast(
+        params=params(
+            target,
+            [
+                svc(
+                    "payments",
+                    histories["quiet"],
+                    business_metrics={"queue_depth": {"kind": "file", "path": str(path)}},
+                )
+            ],
+            business_rules=[
+                {"metric": "queue_depth", "comparison": ">", "threshold": 100, "multiplier": 2}
+            ],
+        )
+    )
+    assert result.ok, result.reason
+    assert result.plan is not None
+    hours = result.plan.service("payments").hours
+    doubled = [h for h in hours if h.multiplier == 2]
+    plain = [h for h in hours if h.multiplier == 1]
+    assert doubled
+    assert plain
+    assert all(h.rule == "queue_depth > 100 -> x2" for h in doubled)
+    for h in doubled:
+        base = int(np.ceil(h.forecast_rps / 35 - 1e-9))
+        assert h.demand == base * 2
+    # the doubled hours are the queue's busy hours: its forecast repeats last week's shape
+    busy_hours = {h.hour.hour for h in doubled}
+    assert busy_hours <= {t.hour for t, v in queue.items() if v > 100}

@@ -649,3 +649,36 @@ def test_windows_are_aware_and_on_the_hour(tmp_path: Path, start, end, words) ->
         read_prometheus_history(down, PrometheusSource(query="up"), start=start, end=end)
     with pytest.raises(ValueError, match=words):
         read_cloudwatch_history(_aws("http://127.0.0.1:9"), SOURCE, start=start, end=end)
+
+
+def test_the_flow_plans_the_same_from_the_three_sources(
+    prometheus, cloudwatch, history_files, prefect_server
+) -> None:
+    """The same acceptance through the runbook itself: one ``load-forecast`` run, the same
+    checkout history behind three services, one per source: the same model, the same plan."""
+    from decisions.load_forecast import LoadForecastParams
+    from flows.load_forecast import load_forecast
+
+    aws, source = cloudwatch
+    settings = SERVICE.model_dump(exclude={"name"})
+    sources = {
+        "from-prometheus": {"kind": "prometheus", "query": CHECKOUT_QUERY},
+        "from-cloudwatch": source.model_dump(),
+        "from-parquet": {"kind": "file", "path": str(history_files["parquet"])},
+    }
+    params = LoadForecastParams.model_validate(
+        {
+            "target": "three-sources",
+            "as_of": END,
+            "history_days": DAYS,
+            "services": [{"name": n, "source": s, **settings} for n, s in sources.items()],
+        }
+    )
+    result = load_forecast(params=params, prometheus=prometheus, aws=aws)
+    assert result.ok, result.reason
+    assert result.plan is not None
+    models = {o.service: o.model for o in result.services}
+    assert len(set(models.values())) == 1, models
+    granted = {s.service.name: [h.granted for h in s.hours] for s in result.plan.services}
+    assert granted["from-cloudwatch"] == granted["from-parquet"] == granted["from-prometheus"]
+    assert min(granted["from-parquet"]) < max(granted["from-parquet"])
