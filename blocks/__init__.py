@@ -5,7 +5,8 @@
 - :class:`KubernetesTarget` — a cluster (kubeconfig context or in-cluster) and a namespace;
 - :class:`AwsTarget` — an AWS region and credentials (or a moto endpoint on loopback);
 - :class:`HttpService` — an HTTP service to call or health-check;
-- :class:`DatabaseTarget` — a service's database (SQLite or PostgreSQL) for migrations.
+- :class:`DatabaseTarget` — a service's database (SQLite or PostgreSQL) for migrations;
+- :class:`TraceBackend` — a trace backend's query API (Jaeger ``/api/v3``) to read spans from.
 
 Rules of the package (so blocks stay safe to load anywhere, including the Prefect UI's workers):
 
@@ -26,5 +27,6 @@ from blocks.aws import AwsTarget
 from blocks.database import DatabaseTarget
 from blocks.http import HttpService
 from blocks.kubernetes import KubernetesTarget
+from blocks.traces import TraceBackend
 
-__all__ = ["AwsTarget", "DatabaseTarget", "HttpService", "KubernetesTarget"]
+__all__ = ["AwsTarget", "DatabaseTarget", "HttpService", "KubernetesTarget", "TraceBackend"]

@@ -172,6 +172,31 @@ CATALOGUE: dict[str, Runbook] = {
             params_model="flows.regional_health:RegionalHealthParams",
         ),
         Runbook(
+            name="tracing-rollout",
+            description="Roll OpenTelemetry tracing out service by service (canary, batches), "
+            "verify each one reports in the trace backend, revert the ones that do not.",
+            flow="flows.tracing_rollout:tracing_rollout",
+            params_model="decisions.tracing_plan:TracingRolloutParams",
+            blocks=(
+                BlockParam(
+                    "kubernetes",
+                    "blocks.kubernetes:KubernetesTarget",
+                    "kubernetes-target",
+                    required=True,
+                    default="kubernetes-target/sandbox",
+                    description="the cluster whose Deployments are traced",
+                ),
+                BlockParam(
+                    "traces",
+                    "blocks.traces:TraceBackend",
+                    "trace-backend",
+                    required=True,
+                    default="trace-backend/sandbox",
+                    description="the trace backend the spans are looked for in",
+                ),
+            ),
+        ),
+        Runbook(
             name="load-forecast",
             description="Forecast each service's load (best model by backtest), plan instances "
             "per hour within budget, store the schedules and write Auto Scaling actions.",

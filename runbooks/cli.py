@@ -41,6 +41,7 @@ def main(
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     clients: int = typer.Option(16, min=1, max=64, help="Client threads in the drill."),
     outage_seconds: float = typer.Option(
         300.0, min=1, help="Modelled length of the drill's outage (wall time is x time-scale)."
@@ -53,7 +54,8 @@ def demo(
     The sandbox and a Prefect server come up, the demo shop is deployed through the Kubernetes
     API and serves real purchases, Prometheus reports its request rates, the blue-green runbook
     promotes v2 and rolls back v3-broken under load, load-forecast plans three services from
-    four weeks of history and apply-scaling sets their autoscalers, and the retry-storm drill
+    four weeks of history and apply-scaling sets their autoscalers, tracing-rollout traces the
+    shop service by service and verifies each in the trace store, and the retry-storm drill
     compares the recipe card's retry loop with our resilience layer (full jitter, 10 % retry
     budget, circuit breaker) on a loopback backend that fails, then heals.
     """
@@ -61,7 +63,10 @@ def demo(
 
     from runbooks.demo import format_blue_green, run_demo
     from runbooks.demo_forecast import format_forecast
+    from runbooks.demo_tracing import format_tracing
     from sandbox.storm import DrillSettings, format_table
+
+    _trace_command(ctx)
 
     try:
         settings = DrillSettings(
@@ -79,6 +84,8 @@ def demo(
         typer.echo(format_blue_green(figures["blue_green"]))
         typer.echo("")
         typer.echo(format_forecast(figures["load_forecast"]))
+        typer.echo("")
+        typer.echo(format_tracing(figures["tracing"]))
         typer.echo("")
         typer.echo(format_table(report))
 
@@ -180,6 +187,7 @@ _PARAMS_FILE = typer.Option(
 
 @app.command()
 def run(
+    ctx: typer.Context,
     name: str = typer.Argument(..., metavar="RUNBOOK", help="Runbook name (`runbooks list`)."),
     param: list[str] | None = _PARAM,
     params_file: Path | None = _PARAMS_FILE,
@@ -197,6 +205,7 @@ def run(
     """
     from runbooks import catalogue
 
+    _trace_command(ctx)
     try:
         entry = catalogue.runbook(name)
         overrides = {"dry_run": True} if dry_run else {}
@@ -223,6 +232,15 @@ def run(
     else:
         typer.echo("\n".join(catalogue.summary_lines(result, launched.ui_url)))
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _trace_command(ctx: typer.Context) -> None:
+    """Export the command's spans when the ``OTEL_*`` environment asks for it; flushed (bounded)
+    when the command ends, however it ends (see :mod:`runbooks.telemetry`)."""
+    from runbooks.telemetry import configure_tracing, shutdown_tracing
+
+    if configure_tracing() is not None:
+        ctx.call_on_close(shutdown_tracing)
 
 
 def _prefect_api(state: Path | None) -> contextlib.AbstractContextManager[object]:

@@ -16,7 +16,10 @@ It grows as runbooks land. Today, in order:
    written where the runbook's sources read (CloudWatch on moto, CSV files), three services
    backtested, forecast and planned for 48 h; an Auto Scaling group's scheduled actions written
    on moto, two HPAs' ``minReplicas`` set to this hour's plan;
-6. the retry-storm drill compares the recipe card's retry loop with our resilience layer; it runs
+6. ``tracing-rollout`` (:mod:`runbooks.demo_tracing`) traces the shop through its Deployments'
+   env, checkout first as the canary, each service verified in the sandbox's trace store; one
+   purchase's trace then shows frontend -> checkout -> payments;
+7. the retry-storm drill compares the recipe card's retry loop with our resilience layer; it runs
    after the sandbox has stopped, so its timings see a quiet machine.
 
 Everything it started is stopped at the end, also on Ctrl-C or failure.
@@ -57,6 +60,7 @@ def run_demo(
         _private_prefect(Path(folder) / "prefect-client")
         from blocks import KubernetesTarget
         from runbooks.demo_forecast import forecast_step
+        from runbooks.demo_tracing import tracing_step
         from sandbox.showcase import deploy_shop
         from sandbox.stack import PrefectComponent
         from sandbox.storm import run_drill
@@ -99,6 +103,8 @@ def run_demo(
                     figures["blue_green"] = _blue_green(target, client, say)
                     say("5. load-forecast (28 days of history, 48 h plan), then apply-scaling...")
                     figures["load_forecast"] = forecast_step(target, client, endpoints, say)
+                    say("6. tracing-rollout: checkout as canary, then frontend and payments...")
+                    figures["tracing"] = tracing_step(shop, endpoints, say)
             finally:
                 try:
                     stack.stop()
@@ -106,7 +112,7 @@ def run_demo(
                     with contextlib.suppress(Exception):  # its failure is reported above
                         prefect_up.result()
                     prefect.stop()
-    say("6. the retry-storm drill: the recipe card's retry loop vs our resilience layer...")
+    say("7. the retry-storm drill: the recipe card's retry loop vs our resilience layer...")
     report = run_drill(drill_settings)
     figures["drill"] = report.figures()
     return figures, report

@@ -16,7 +16,7 @@ SANDBOX = "sandbox"
 def main(endpoints: dict[str, str]) -> list[str]:
     from prefect.blocks.core import Block
 
-    from blocks import AwsTarget, HttpService, KubernetesTarget
+    from blocks import AwsTarget, HttpService, KubernetesTarget, TraceBackend
 
     saved: list[tuple[Block, str]] = [
         (
@@ -35,6 +35,8 @@ def main(endpoints: dict[str, str]) -> list[str]:
             SANDBOX,
         ),
     ]
+    if endpoints.get("traces"):
+        saved.append((TraceBackend(base_url=endpoints["traces"], api="jaeger-v3"), SANDBOX))
     if endpoints.get("prometheus"):
         saved.append(
             (

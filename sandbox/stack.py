@@ -5,6 +5,8 @@ Components (each ``start() -> endpoints``, ``stop()``):
 - ``kube``: the Kubernetes API emulator (threads in this process) and a kubeconfig beside it;
 - ``cluster``: controller, pod runner and service proxy (threads + one process per pod);
 - ``moto``: moto's server for AWS (a thread);
+- ``traces``: the trace store, an OTLP/HTTP receiver and a Jaeger-shaped query API (threads;
+  ``sandbox.traces.TracesComponent``);
 - ``prometheus``: Debian's ``prometheus`` (a child process) scraping pods through a ``file_sd``
   file the cluster keeps current; skipped, and said so, when the binary is not installed;
 - ``prefect``: a Prefect server with its UI (a child process), for ``runbooks sandbox up`` and

@@ -3,8 +3,10 @@
 State folder (default ``.sandbox/`` in the current directory, or ``RUNBOOKS_SANDBOX_DIR``):
 
 - ``endpoints.json`` — what is up and where (keys ``kube_api``, ``kubeconfig``, ``moto``,
-  ``prometheus``, ``prefect_api``, ``prefect_ui``, ``shop``, ...); written once everything
-  answers (``shop``: the blue-green service :func:`seed_shop` deploys, with steady traffic);
+  ``traces`` (the trace store's query API), ``otlp`` (its OTLP/HTTP receiver: spans go to
+  ``<otlp>/v1/traces``), ``prometheus``, ``prefect_api``, ``prefect_ui``, ``shop``, ...);
+  written once everything answers (``shop``: the blue-green service :func:`seed_shop`
+  deploys, with steady traffic);
 - ``kubeconfig`` — for the official client and ``kubectl``;
 - ``supervisor.json`` — pid and process group of the supervisor, so ``down`` (or the next
   ``up`` after a crash) can end every process it started;
@@ -60,6 +62,7 @@ class SandboxError(RuntimeError):
 def build_stack(state: Path, *, prefect: bool = True) -> Stack:
     from sandbox.cluster import Cluster
     from sandbox.kube import KubeApiServer
+    from sandbox.traces import TracesComponent
 
     targets = state / "prometheus-targets.json"
 
@@ -95,7 +98,7 @@ def build_stack(state: Path, *, prefect: bool = True) -> Stack:
             if self.cluster is not None:
                 self.cluster.stop()
 
-    components: list[Component] = [kube, Pods(), MotoComponent()]
+    components: list[Component] = [kube, Pods(), MotoComponent(), TracesComponent()]
     components.append(PrometheusComponent(state, targets))
     if prefect:
         components.append(PrefectComponent(state))

@@ -479,6 +479,74 @@ def _selector_after_failed_patch(
     return dict((found.spec.selector if found.spec else None) or {})
 
 
+@task(name="json-patch-deployment", cache_policy=NO_CACHE)
+def json_patch_deployment(
+    k8s: KubernetesTarget, namespace: str, name: str, operations: list[dict[str, Any]]
+) -> DeploymentState:
+    """Apply a JSON patch (RFC 6902) to the Deployment; its state after.
+
+    For patches that carry their own guard (a ``test`` op on what they change) and set whole
+    values (``add`` on ``env``, on the template's annotations): applying one twice gives the
+    same Deployment, so it is sent as idempotent and a 500 is retried too. A failed ``test``
+    (the Deployment changed since it was read) is the server's 422, an ``InvalidRequestError``:
+    re-plan from the live state.
+    """
+    if not operations:
+        raise InvalidRequestError(f"an empty patch for Deployment {namespace}/{name}")
+    with k8s.get_api_client() as api:
+        patched = call_kubernetes(
+            f"patch Deployment {namespace}/{name}",
+            k8s.apps_v1(api).patch_namespaced_deployment,
+            name,
+            namespace,
+            operations,
+            _content_type=JSON_PATCH,
+            target=_target(api),
+            idempotent=True,
+            retry_also=CONDITIONAL_RETRY_STATUSES,
+        )
+    return DeploymentState.from_api(patched)
+
+
+@task(name="apply-config-map", cache_policy=NO_CACHE)
+def apply_config_map(k8s: KubernetesTarget, manifest: Mapping[str, Any]) -> str:
+    """Create the ConfigMap, or replace its data and labels when it exists; its resourceVersion.
+
+    Replace, not merge: the manifest is the whole intended content (a generated config), and a
+    key left over from an older version would be read as current.
+    """
+    namespace, name = _identity(k8s, manifest, "ConfigMap")
+    body = _body(manifest, namespace)
+    with k8s.get_api_client() as api:
+        core = k8s.core_v1(api)
+        live = read_or_none(
+            api,
+            f"ConfigMap {namespace}/{name}",
+            core.read_namespaced_config_map,
+            name,
+            namespace,
+        )
+        if live is None:
+            done = call_kubernetes(
+                f"create ConfigMap {namespace}/{name}",
+                core.create_namespaced_config_map,
+                namespace,
+                body,
+                target=_target(api),
+            )
+        else:
+            body["metadata"]["resourceVersion"] = live.metadata.resource_version
+            done = call_kubernetes(
+                f"replace ConfigMap {namespace}/{name}",
+                core.replace_namespaced_config_map,
+                name,
+                namespace,
+                body,
+                target=_target(api),
+            )
+    return str(done.metadata.resource_version)
+
+
 @task(name="ensure-service", cache_policy=NO_CACHE)
 def ensure_service(k8s: KubernetesTarget, manifest: Mapping[str, Any]) -> ServiceState:
     """Create the Service if it does not exist; an existing one is returned untouched.

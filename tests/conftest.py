@@ -39,7 +39,7 @@ os.environ.pop("PREFECT_API_KEY", None)
 
 _KINDS = ("unit", "integration", "e2e")
 
-pytest_plugins = ("postgres_cluster",)
+pytest_plugins = ("postgres_cluster", "tracing_globals")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -28,12 +28,14 @@ from runbooks.resilience.kube import call_kubernetes, no_urllib3_retries
 from runbooks.resilience.policy import ResiliencePolicy
 from runbooks.resilience.transport import (
     NO_RETRY_EXTENSION,
+    NO_TRACE_CONTEXT_EXTENSION,
     OPT_IN_EXTENSION,
     ResilientTransport,
 )
 
 __all__ = [
     "NO_RETRY_EXTENSION",
+    "NO_TRACE_CONTEXT_EXTENSION",
     "OPT_IN_EXTENSION",
     "REQUEST_ID",
     "SUCCESS",

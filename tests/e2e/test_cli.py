@@ -42,6 +42,10 @@ def test_demo_runs_the_shop_blue_green_and_the_drill_and_prints_its_figures() ->
     assert services["frontend"]["applied"].startswith("ASG shop-frontend: ")
     assert services["payments"]["applied"].startswith("HPA minReplicas 2 -> ")
     assert services["payments"]["hours_doubled_by_rule"] > 0  # queue depth > 100 -> x2
+    tracing = figures["tracing"]
+    assert tracing["outcome"] == "succeeded"
+    assert tracing["services"] == {"checkout": "traced", "frontend": "traced", "payments": "traced"}
+    assert tracing["purchase_chain"] == ["frontend", "checkout", "payments"]
     drill = figures["drill"]
     assert drill["amplification_naive"] > 3
     assert drill["amplification_ours"] <= 1.2
@@ -57,6 +61,7 @@ def test_demo_table_is_readable() -> None:
     assert "rolled_back" in done.stdout
     assert "load-forecast + apply-scaling" in done.stdout
     assert "HPA minReplicas" in done.stdout
+    assert "one purchase's trace: frontend -> checkout -> payments" in done.stdout
     assert "backend load reduction vs naive" in done.stdout
     assert "naive" in done.stdout
     assert "ours" in done.stdout

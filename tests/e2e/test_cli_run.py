@@ -191,6 +191,7 @@ def test_list_names_the_runbooks() -> None:
         "select-regions",
         "geo-routing",
         "regional-health",
+        "tracing-rollout",
         "load-forecast",
         "apply-scaling",
     ]

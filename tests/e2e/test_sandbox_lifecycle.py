@@ -62,7 +62,7 @@ def test_up_status_url_down_leaves_nothing_behind(state: Path) -> None:
     done = _run("sandbox", "up", "--detach", "--state-dir", str(state))
     assert done.returncode == 0, done.stderr
     endpoints = json.loads(done.stdout)
-    for key in ("kube_api", "kubeconfig", "moto", "prefect_api", "prefect_ui"):
+    for key in ("kube_api", "kubeconfig", "moto", "traces", "otlp", "prefect_api", "prefect_ui"):
         assert key in endpoints, key
     assert json.loads((state / "endpoints.json").read_text()) == endpoints
     assert Path(endpoints["kubeconfig"]).is_file()
@@ -71,6 +71,8 @@ def test_up_status_url_down_leaves_nothing_behind(state: Path) -> None:
     if shutil.which("prometheus"):
         assert httpx.get(f"{endpoints['prometheus']}/-/ready").status_code == 200
     assert "kubernetes-target/sandbox" in endpoints["blocks"]
+    assert "trace-backend/sandbox" in endpoints["blocks"]
+    assert httpx.get(f"{endpoints['traces']}/api/v3/services").status_code == 200
     # the blue-green service runbooks run can roll out right away, serving steady traffic
     assert httpx.get(f"{endpoints['shop']}/pay", timeout=5).status_code == 200
 
@@ -84,7 +86,9 @@ def test_up_status_url_down_leaves_nothing_behind(state: Path) -> None:
 
     pgid = json.loads((state / "supervisor.json").read_text())["pgid"]
     urls = [
-        v for k, v in endpoints.items() if k in ("kube_api", "moto", "prometheus", "prefect_api")
+        v
+        for k, v in endpoints.items()
+        if k in ("kube_api", "moto", "prometheus", "traces", "otlp", "prefect_api")
     ]
     done = _run("sandbox", "down", "--state-dir", str(state))
     assert done.returncode == 0, done.stderr

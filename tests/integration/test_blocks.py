@@ -31,7 +31,7 @@ from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
 import blocks
-from blocks import AwsTarget, DatabaseTarget, HttpService, KubernetesTarget
+from blocks import AwsTarget, DatabaseTarget, HttpService, KubernetesTarget, TraceBackend
 from blocks._logo import LOGO_PNG, LOGO_URL
 from runbooks.errors import InvalidRequestError
 
@@ -158,10 +158,16 @@ class TestDatabaseTargetStandard(_OfflineBlockSuite):
         return DatabaseTarget
 
 
+class TestTraceBackendStandard(_OfflineBlockSuite):
+    @pytest.fixture
+    def block(self) -> type[Block]:
+        return TraceBackend
+
+
 def test_shipped_logo_file_is_the_logo_constant() -> None:
     assert (REPO / "blocks" / "logo.png").read_bytes() == LOGO_PNG
     assert LOGO_URL.startswith("https://")
-    for block in (KubernetesTarget, AwsTarget, HttpService, DatabaseTarget):
+    for block in (KubernetesTarget, AwsTarget, HttpService, DatabaseTarget, TraceBackend):
         assert str(block._logo_url) == LOGO_URL
         # Prefect's client validates the block type (logo URL included) before registering it
         assert str(block._to_block_type().logo_url) == LOGO_URL
@@ -169,7 +175,13 @@ def test_shipped_logo_file_is_the_logo_constant() -> None:
 
 def test_package_exports_every_block() -> None:
     exported = {name for name in blocks.__all__ if Block.is_block_class(getattr(blocks, name))}
-    assert exported == {"KubernetesTarget", "AwsTarget", "HttpService", "DatabaseTarget"}
+    assert exported == {
+        "KubernetesTarget",
+        "AwsTarget",
+        "HttpService",
+        "DatabaseTarget",
+        "TraceBackend",
+    }
 
 
 # --- validation: refusals name the field ------------------------------------------------------
