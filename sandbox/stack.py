@@ -37,6 +37,8 @@ from typing import Protocol
 
 import httpx
 
+from runbooks.alerts import RULE_FILES
+
 logger = logging.getLogger("sandbox")
 
 
@@ -115,6 +117,8 @@ global:
   scrape_interval: {interval}
   scrape_timeout: {timeout}
   evaluation_interval: {interval}
+rule_files:
+{rule_files}
 scrape_configs:
   - job_name: sandbox-pods
     file_sd_configs:
@@ -123,9 +127,42 @@ scrape_configs:
 """
 
 
+def start_prometheus(
+    binary: str,
+    config: Path,
+    tsdb: Path,
+    log: Path,
+    *extra: str,
+    ready_seconds: float = 60,
+) -> tuple[subprocess.Popen, str]:
+    """A ``prometheus`` process on a free loopback port, ready; the process and its URL.
+
+    Shared by the sandbox and the tests that need a Prometheus of their own (backfilled
+    history, alerting rules): the caller stops it with :func:`stop_process`.
+    """
+    port = free_port()
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tsdb}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                *extra,
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_http_ok(f"{url}/-/ready", ready_seconds, process)
+    return process, url
+
+
 @dataclass
 class PrometheusComponent:
-    """Debian's ``prometheus`` on loopback, scraping the pods the cluster lists in ``targets``."""
+    """Debian's ``prometheus`` on loopback, scraping the pods the cluster lists in ``targets``
+    and evaluating the project's alerting rules (:mod:`runbooks.alerts`), as production would."""
 
     state_dir: Path
     targets: Path
@@ -150,26 +187,22 @@ class PrometheusComponent:
         config = data / "prometheus.yml"
         interval = f"{self.scrape_interval_seconds:g}s"
         config.write_text(
-            PROMETHEUS_CONFIG.format(interval=interval, timeout=interval, targets=self.targets)
+            PROMETHEUS_CONFIG.format(
+                interval=interval,
+                timeout=interval,
+                targets=self.targets,
+                rule_files="\n".join(f'  - "{path}"' for path in RULE_FILES),
+            )
         )
-        port = free_port()
-        log = (data / "prometheus.log").open("ab")
-        self._process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={data / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--web.enable-lifecycle",
-                "--storage.tsdb.retention.time=1d",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+        self._process, url = start_prometheus(
+            binary,
+            config,
+            data / "tsdb",
+            data / "prometheus.log",
+            "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=1d",
+            ready_seconds=30,
         )
-        log.close()
-        url = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{url}/-/ready", 30, self._process)
         return {"prometheus": url}
 
     def stop(self) -> None:

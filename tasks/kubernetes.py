@@ -547,6 +547,92 @@ def apply_config_map(k8s: KubernetesTarget, manifest: Mapping[str, Any]) -> str:
     return str(done.metadata.resource_version)
 
 
+@task(name="apply-custom-object", cache_policy=NO_CACHE)
+def apply_custom_object(
+    k8s: KubernetesTarget, group: str, version: str, plural: str, manifest: Mapping[str, Any]
+) -> bool:
+    """Create the namespaced custom object, or replace its spec, labels and annotations when it
+    exists; True when it was created (so an undo knows to delete it).
+
+    A 404 on the type itself (its CustomResourceDefinition is not installed) is an
+    ``InvalidRequestError`` saying which CRD to install.
+    """
+    meta = manifest.get("metadata") or {}
+    namespace, name = str(meta.get("namespace") or k8s.namespace), str(meta.get("name") or "")
+    if not name:
+        raise InvalidRequestError(f"the {manifest.get('kind')} manifest has no metadata.name")
+    where = f"{manifest.get('kind', plural)} {namespace}/{name}"
+    with k8s.get_api_client() as api:
+        custom = k8s.custom_objects(api)
+        try:
+            live = read_or_none(
+                api,
+                where,
+                custom.get_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+            )
+            body = copy.deepcopy(dict(manifest))
+            if live is None:
+                call_kubernetes(
+                    f"create {where}",
+                    custom.create_namespaced_custom_object,
+                    group,
+                    version,
+                    namespace,
+                    plural,
+                    body,
+                    target=_target(api),
+                )
+                return True
+            body["metadata"] = {
+                **body.get("metadata", {}),
+                "resourceVersion": live["metadata"]["resourceVersion"],
+            }
+            call_kubernetes(
+                f"replace {where}",
+                custom.replace_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                body,
+                target=_target(api),
+            )
+        except NotFoundError as exc:
+            raise InvalidRequestError(
+                f"{where}: the API has no {plural}.{group}/{version}; install its "
+                f"CustomResourceDefinition (e.g. the OpenTelemetry Operator) first"
+            ) from exc
+    return False
+
+
+@task(name="delete-custom-object", cache_policy=NO_CACHE)
+def delete_custom_object(
+    k8s: KubernetesTarget, group: str, version: str, plural: str, namespace: str, name: str
+) -> bool:
+    """Delete it; False when it was already gone."""
+    with k8s.get_api_client() as api:
+        try:
+            call_kubernetes(
+                f"delete {plural} {namespace}/{name}",
+                k8s.custom_objects(api).delete_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                target=_target(api),
+            )
+        except NotFoundError:
+            return False
+    return True
+
+
 @task(name="ensure-service", cache_policy=NO_CACHE)
 def ensure_service(k8s: KubernetesTarget, manifest: Mapping[str, Any]) -> ServiceState:
     """Create the Service if it does not exist; an existing one is returned untouched.

@@ -51,11 +51,13 @@ from runbooks.kit import (
     publish_timeline,
     target_lock,
 )
-from tasks.kubernetes import apply_config_map
+from tasks.kubernetes import apply_config_map, apply_custom_object, delete_custom_object
 
 RUNBOOK = "tracing-rollout"
 LOCK_WAIT_SECONDS = 60
 LOCK_LEASE_SECONDS = 900
+INSTRUMENTATION = ("opentelemetry.io", "v1alpha1", "instrumentations")
+"""group, version, plural of the OpenTelemetry Operator's Instrumentation."""
 
 Status = Literal["traced", "already_traced", "reverted", "not_reporting", "failed", "skipped"]
 
@@ -115,6 +117,7 @@ def tracing_rollout(
             namespace, name = p.collector_config_map.split("/", 1)
             apply_config_map(kubernetes, config_map(namespace, name, collector))
             timeline.add("collector", f"Collector config written to ConfigMap {namespace}/{name}")
+        created = _apply_instrumentations(kubernetes, plan, timeline)
         for stage in plan.stages:
             stage_plans = [plan.service(t) for t in stage.targets]
             _run_stage(p, kubernetes, traces, stage_plans, timeline, reports, seen)
@@ -134,7 +137,37 @@ def tracing_rollout(
                     status="skipped",
                     detail="not changed: the canary did not report",
                 )
+        if created and not any(r.ok for r in reports.values()):
+            _delete_instrumentations(kubernetes, created, timeline)
     return _result(p, plan, timeline, reports, seen, collector, dry_run=False)
+
+
+def _apply_instrumentations(
+    k8s: KubernetesTarget, plan: TracingPlan, timeline: Timeline
+) -> list[tuple[str, str]]:
+    """Operator mode: each namespace's ``Instrumentation`` created or replaced before any pod
+    template points at it; the ones created here (an undo deletes only those)."""
+    if not plan.changed:
+        return []
+    created = []
+    for manifest in plan.instrumentations:
+        meta = manifest["metadata"]
+        if apply_custom_object(k8s, *INSTRUMENTATION, manifest):
+            created.append((meta["namespace"], meta["name"]))
+        timeline.add("instrumentation", f"Instrumentation {meta['namespace']}/{meta['name']}")
+    return created
+
+
+def _delete_instrumentations(
+    k8s: KubernetesTarget, created: list[tuple[str, str]], timeline: Timeline
+) -> None:
+    """No service was traced: the Instrumentations this run created serve nobody; remove them."""
+    for namespace, name in created:
+        try:
+            delete_custom_object(k8s, *INSTRUMENTATION, namespace, name)
+            timeline.add("revert", f"Instrumentation {namespace}/{name} deleted")
+        except Exception as exc:
+            timeline.add("revert", f"Instrumentation {namespace}/{name}: {describe(exc)}", ok=False)
 
 
 def _target(p: TracingRolloutParams) -> str:

@@ -81,6 +81,18 @@ def test_the_shop_deploys_through_the_block_and_prometheus_scrapes_it(
     prometheus.close()
 
 
+def test_prometheus_evaluates_the_shipped_alerting_rules(sandbox) -> None:
+    """The retry-storm runbook's alerts are loaded and healthy in the sandbox's Prometheus."""
+    from runbooks.alerts import ALERT_NAMES
+
+    if not sandbox.endpoints.get("prometheus"):
+        pytest.skip("prometheus is not installed (bin/runbooks test installs it as root)")
+    groups = httpx.get(f"{sandbox.endpoints['prometheus']}/api/v1/rules", timeout=5).json()
+    rules = {r["name"]: r for g in groups["data"]["groups"] for r in g["rules"]}
+    assert set(ALERT_NAMES) <= set(rules)
+    assert all(rules[name]["health"] in ("ok", "unknown") for name in ALERT_NAMES)
+
+
 def test_moto_answers_the_aws_apis_the_runbooks_use(sandbox) -> None:
     aws = AwsTarget(
         region_name="us-east-1",

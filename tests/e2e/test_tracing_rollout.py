@@ -265,3 +265,77 @@ def test_the_runbook_run_is_traced_and_its_probes_join_the_services_traces(
     kinds = {s.attributes.get("prefect.run.type") for s in spans if s.service == "runbooks"}
     assert {"flow", "task"} <= kinds
     assert any(s.service == shop.name("checkout") for s in spans)  # the probes' answers
+
+
+INSTRUMENTATION_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "instrumentations.opentelemetry.io"},
+    "spec": {
+        "group": "opentelemetry.io",
+        "names": {
+            "kind": "Instrumentation",
+            "listKind": "InstrumentationList",
+            "plural": "instrumentations",
+            "singular": "instrumentation",
+        },
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_operator_mode_without_an_operator_is_reverted_and_cleaned_up(
+    sandbox, prefect_server, k8s: KubernetesTarget, traced_shop: TracedShop, traces: TraceBackend
+) -> None:
+    """The Instrumentation and the inject annotation are written; no operator injects the SDK
+    here, so nothing reports: the annotation is reverted and the Instrumentation removed."""
+    shop = traced_shop
+    from kubernetes.client import ApiextensionsV1Api
+
+    with k8s.get_api_client() as api, contextlib.suppress(Exception):  # already registered
+        ApiextensionsV1Api(api).create_custom_resource_definition(INSTRUMENTATION_CRD)
+    deadline = time.monotonic() + 10
+    while True:  # the emulator serves a new type within moments
+        try:
+            with k8s.get_api_client() as api:
+                k8s.custom_objects(api).list_namespaced_custom_object(
+                    "opentelemetry.io", "v1alpha1", NAMESPACE, "instrumentations"
+                )
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    result = tracing_rollout(
+        params=params(
+            shop,
+            sandbox,
+            mode="operator",
+            services=[shop.service("checkout", canary=True)],
+            verify_timeout_seconds=6,
+        ),
+        kubernetes=k8s,
+        traces=traces,
+    )
+    assert result.outcome is Outcome.FAILED
+    assert [r.status for r in result.services] == ["reverted"]
+    with k8s.get_api_client() as api:
+        live = k8s.apps_v1(api).read_namespaced_deployment(shop.name("checkout"), NAMESPACE)
+        left = k8s.custom_objects(api).list_namespaced_custom_object(
+            "opentelemetry.io", "v1alpha1", NAMESPACE, "instrumentations"
+        )["items"]
+    annotations = live.spec.template.metadata.annotations or {}
+    assert "instrumentation.opentelemetry.io/inject-python" not in annotations
+    assert left == []

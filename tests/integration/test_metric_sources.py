@@ -47,7 +47,7 @@ from decisions.load_forecast import CloudWatchSource, FileSource, PrometheusSour
 from decisions.scaling import CapacityPlan, HourForecast, ServiceScaling, plan_capacity
 from runbooks import resilience
 from runbooks.errors import AuthError, InvalidRequestError, NotFoundError, UnavailableError
-from sandbox.stack import free_port, stop_process, wait_http_ok
+from sandbox.stack import start_prometheus, stop_process
 from tasks.metric_sources import (
     HistoryFileError,
     evaluation_chunks,
@@ -169,23 +169,14 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpService
     )
     config = folder / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 1m\n")
-    port = free_port()
-    with (folder / "prometheus.log").open("ab") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tsdb}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=3650d",  # keep the backfilled weeks
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    process, url = start_prometheus(
+        binary,
+        config,
+        tsdb,
+        folder / "prometheus.log",
+        "--storage.tsdb.retention.time=3650d",  # keep the backfilled weeks
+    )
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{url}/-/ready", 60, process)
         yield HttpService(base_url=url, read_timeout_seconds=30)
     finally:
         stop_process(process)
