@@ -221,7 +221,11 @@ def _run_stage(
         rolled.append((plan, since))
     for plan, since in rolled:
         service = _service(p, plan)
-        verdict = verify(traces, service, p, since=since)
+        try:
+            verdict = verify(traces, service, p, since=since)
+        except Exception as exc:  # the backend cannot be asked: unverified is not traced
+            reports[plan.target] = _failed(p, k8s, plan, timeline, "verify", exc)
+            continue
         seen.extend(verdict.spans)
         if verdict.reporting:
             reports[plan.target] = _report(plan, service, "traced", verdict)
@@ -260,7 +264,8 @@ def _failed(
     step: str,
     exc: BaseException,
 ) -> ServiceReport:
-    """A change or its rollout failed: undo it (the patch may have been stored), report both."""
+    """A change, its rollout or its verification failed: undo it (the patch may have been
+    stored; an unverified change is not left behind), report both."""
     service = _service(p, plan)
     timeline.add(step, f"{plan.target}: {describe(exc)}", ok=False)
     try:
@@ -281,7 +286,15 @@ def _check_unchanged(
 ) -> ServiceReport:
     """A service already configured as asked is not touched; it is verified all the same."""
     service = _service(p, plan)
-    verdict = verify(traces, service, p, since=datetime.now(UTC))
+    try:
+        verdict = verify(traces, service, p, since=datetime.now(UTC))
+    except Exception as exc:
+        return ServiceReport(
+            target=plan.target,
+            service=service.name,
+            status="not_reporting",
+            detail=f"already configured as asked; could not be verified: {describe(exc)}",
+        )
     seen.extend(verdict.spans)
     if verdict.reporting:
         return _report(plan, service, "already_traced", verdict)

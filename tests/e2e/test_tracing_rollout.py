@@ -339,3 +339,31 @@ def test_operator_mode_without_an_operator_is_reverted_and_cleaned_up(
     annotations = live.spec.template.metadata.annotations or {}
     assert "instrumentation.opentelemetry.io/inject-python" not in annotations
     assert left == []
+
+
+def test_a_trace_backend_that_cannot_be_asked_leaves_nothing_changed(
+    sandbox, prefect_server, k8s: KubernetesTarget, traced_shop: TracedShop
+) -> None:
+    """Unverified is not traced: with the backend down, the change is undone and reported."""
+    import socket
+
+    shop = traced_shop
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    down = TraceBackend(base_url=f"http://127.0.0.1:{closed}", timeout_seconds=1)
+    with k8s.get_api_client() as api:
+        before = k8s.apps_v1(api).read_namespaced_deployment(shop.name("checkout"), NAMESPACE)
+    result = tracing_rollout(
+        params=params(shop, sandbox, services=[shop.service("checkout", canary=True)]),
+        kubernetes=k8s,
+        traces=down,
+    )
+    assert result.outcome is Outcome.FAILED
+    (report,) = result.services
+    assert report.status == "failed"
+    assert "verify failed" in report.detail
+    assert "reverted" in report.detail
+    with k8s.get_api_client() as api:
+        after = k8s.apps_v1(api).read_namespaced_deployment(shop.name("checkout"), NAMESPACE)
+    assert after.spec.template.spec.containers[0].env == before.spec.template.spec.containers[0].env
