@@ -47,7 +47,9 @@ def demo(
         300.0, min=1, help="Modelled length of the drill's outage (wall time is x time-scale)."
     ),
     time_scale: float = typer.Option(0.02, min=0.001, max=1.0, help="Wall s per modelled s."),
-    as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the figures as one JSON object (the tables go to stderr)."
+    ),
 ) -> None:
     """Run the demo end to end on a sandbox of its own, then tear it down.
 
@@ -77,17 +79,18 @@ def demo(
     figures, report = _or_exit(
         lambda: run_demo(lambda line: typer.echo(line, err=as_json), drill_settings=settings)
     )
+    # The summary tables are for people: with --json they go to stderr, next to the progress
+    # lines, so `runbooks demo --json > figures.json` still shows them.
+    for table in (
+        format_blue_green(figures["blue_green"]),
+        format_forecast(figures["load_forecast"]),
+        format_tracing(figures["tracing"]),
+        format_table(report),
+    ):
+        typer.echo("", err=as_json)
+        typer.echo(table, err=as_json)
     if as_json:
         typer.echo(json.dumps(figures, sort_keys=True))
-    else:
-        typer.echo("")
-        typer.echo(format_blue_green(figures["blue_green"]))
-        typer.echo("")
-        typer.echo(format_forecast(figures["load_forecast"]))
-        typer.echo("")
-        typer.echo(format_tracing(figures["tracing"]))
-        typer.echo("")
-        typer.echo(format_table(report))
 
 
 sandbox_app = typer.Typer(
