@@ -35,11 +35,18 @@ _ROLES = {  # base req/s, peak hour UTC
 
 
 def forecast_step(target: Any, client: Any, endpoints: dict[str, str], say: Say) -> dict[str, Any]:
-    """Seed histories, run load-forecast then apply-scaling; their figures."""
+    """Seed histories, run load-forecast then apply-scaling; their figures. The history files
+    live only as long as the step."""
+    with tempfile.TemporaryDirectory(prefix="runbooks-demo-history-") as folder:
+        return _forecast_step(target, client, endpoints, say, Path(folder))
+
+
+def _forecast_step(
+    target: Any, client: Any, endpoints: dict[str, str], say: Say, folder: Path
+) -> dict[str, Any]:
     from runbooks import catalogue
 
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    folder = Path(tempfile.mkdtemp(prefix="runbooks-demo-history-"))
     sources = _seed_histories(endpoints["moto"], folder, now)
     for role in ("checkout", "payments"):
         _create_hpa(target, client, role)

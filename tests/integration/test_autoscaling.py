@@ -14,17 +14,16 @@ the tests use a region of their own and delete their group's actions after each 
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
-import httpx
 import pytest
+from loopback_proxy import LoopbackProxy
 
 from blocks.aws import AwsTarget
 from decisions.asg_schedule import ACTION_PREFIX
@@ -62,39 +61,19 @@ class Fault:
     before: Callable[[], None] | None = None
 
 
-@dataclass
-class RecordingProxy:
-    upstream: str
-    requests: list[tuple[str, str]] = field(default_factory=list)  # (Action, ScheduledActionName)
-    faults: list[Fault] = field(default_factory=list)
-    url: str = ""
+class RecordingProxy(LoopbackProxy):
+    """Records each request's (Action, ScheduledActionName); answers or hooks per ``faults``."""
 
-    def __post_init__(self) -> None:
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                proxy.handle(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._client = httpx.Client(base_url=self.upstream, timeout=10)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._client.close()
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.requests: list[tuple[str, str]] = []
+        self.faults: list[Fault] = []
 
     @property
     def writes(self) -> list[tuple[str, str]]:
         return [r for r in self.requests if r[0] in WRITES]
 
-    def handle(self, request: BaseHTTPRequestHandler) -> None:
-        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+    def handle(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
         form = parse_qs(body.decode())
         action = form.get("Action", [""])[0]
         self.requests.append((action, form.get("ScheduledActionName", [""])[0]))
@@ -113,22 +92,8 @@ class RecordingProxy:
                 f"<Message>injected by the test</Message></Error>"
                 "<RequestId>proxy</RequestId></ErrorResponse>"
             )
-            return self._reply(request, fault.status, error.encode(), {})
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        answer = self._client.post(request.path, content=body, headers=headers)
-        return self._reply(request, answer.status_code, answer.content, dict(answer.headers))
-
-    @staticmethod
-    def _reply(
-        request: BaseHTTPRequestHandler, status: int, content: bytes, headers: dict[str, str]
-    ) -> None:
-        request.send_response(status)
-        for name, value in (headers or {"content-type": "text/xml"}).items():
-            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                request.send_header(name, value)
-        request.send_header("Content-Length", str(len(content)))
-        request.end_headers()
-        request.wfile.write(content)
+            return self.reply(request, fault.status, error.encode())
+        return self.reply(request, *self.forward(request, body))
 
 
 @dataclass

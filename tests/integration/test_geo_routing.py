@@ -10,16 +10,15 @@ plays a concurrent writer that edits one of the records (so the read-back finds 
 from __future__ import annotations
 
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-import httpx
 import pytest
+from loopback_proxy import LoopbackProxy
 from prefect_reads import artifact_data, event_names
 from pydantic import ValidationError
 
@@ -50,37 +49,14 @@ class Fault:
     times: int = 1
 
 
-@dataclass
-class FaultProxy:
-    upstream: str
-    faults: list[Fault] = field(default_factory=list)
-    url: str = ""
+class FaultProxy(LoopbackProxy):
+    """Answers or bends the requests ``faults`` match; forwards the others."""
 
-    def __post_init__(self) -> None:
-        proxy = self
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.faults: list[Fault] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                proxy.handle(self)
-
-            do_POST = do_DELETE = do_PUT = do_GET
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._client = httpx.Client(base_url=self.upstream, timeout=10)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._client.close()
-
-    def handle(self, request: BaseHTTPRequestHandler) -> None:
-        length = int(request.headers.get("Content-Length") or 0)
-        body = request.rfile.read(length) if length else b""
+    def handle(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
         line = f"{request.command} {request.path.split('?')[0]}"
         fault = next((f for f in self.faults if f.pattern.match(line)), None)
         if fault is not None:
@@ -88,30 +64,13 @@ class FaultProxy:
             if fault.times <= 0:
                 self.faults.remove(fault)
             if fault.status is not None:
-                return self._reply(request, fault.status, _aws_error(fault.code, fault.message))
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        answer = self._client.request(request.command, request.path, content=body, headers=headers)
-        content = answer.content
+                return self.reply(request, fault.status, _aws_error(fault.code, fault.message))
+        status, content, headers = self.forward(request, body)
         if fault is not None and fault.after is not None:
             fault.after()
         if fault is not None and fault.replace is not None:
             content = content.replace(*fault.replace)
-        return self._reply(request, answer.status_code, content, answer.headers)
-
-    @staticmethod
-    def _reply(
-        request: BaseHTTPRequestHandler,
-        status: int,
-        content: bytes,
-        headers: httpx.Headers | None = None,
-    ) -> None:
-        request.send_response(status)
-        for name, value in (headers or {"content-type": "text/xml"}).items():
-            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                request.send_header(name, value)
-        request.send_header("Content-Length", str(len(content)))
-        request.end_headers()
-        request.wfile.write(content)
+        return self.reply(request, status, content, headers)
 
 
 def _aws_error(code: str, message: str) -> bytes:
