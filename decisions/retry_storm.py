@@ -28,10 +28,11 @@ the ladder in reverse, one rung at a time, watching for a relapse after each.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RETRY_FIELDS = (
     "max_attempts",
@@ -110,6 +111,10 @@ class SettingsChange(BaseModel):
     def changed(self) -> bool:
         return any(self.before.get(k) != v for k, v in self.after.items())
 
+    def sentence(self) -> str:
+        """``max_attempts 5 -> 3, budget_percent None -> 10.0``."""
+        return ", ".join(f"{k} {self.before.get(k)} -> {v}" for k, v in self.after.items())
+
 
 class Rung(BaseModel):
     """One containment step: what it does to which callers, and how to verify it worked."""
@@ -122,10 +127,15 @@ class Rung(BaseModel):
 
     def undo(self) -> tuple[SettingsChange, ...]:
         """The changes that put back exactly what this rung replaced."""
-        return tuple(
-            SettingsChange(caller=c.caller, after=dict(c.before), before=dict(c.after))
-            for c in self.changes
-        )
+        return reverse(self.changes)
+
+
+def reverse(changes: Iterable[SettingsChange]) -> tuple[SettingsChange, ...]:
+    """The changes that put back exactly what ``changes`` replaced, last first."""
+    return tuple(
+        SettingsChange(caller=c.caller, after=dict(c.before), before=dict(c.after))
+        for c in reversed(list(changes))
+    )
 
 
 class ContainmentPlan(BaseModel):
@@ -214,3 +224,161 @@ def load_reduction_percent(storm_load: float, contained_load: float) -> float | 
     if not (math.isfinite(storm_load) and math.isfinite(contained_load)) or storm_load <= 0:
         return None
     return 100.0 * (storm_load - contained_load) / storm_load
+
+
+Key = tuple[str, str, str]
+"""(namespace, role, dependency): how Prometheus labels one caller -> dependency pair."""
+
+_DURATION = re.compile(r"^\d+[smh]$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class RetryStormParams(BaseModel):
+    """What ``retry-storm`` watches, how long it waits for each verdict, and what it may change.
+
+    Times are wall seconds. The defaults suit a Prometheus scraping every 15-30 s; a drill on a
+    2 s scrape uses shorter windows (``window="20s"``, ``poll_seconds=1``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespaces: tuple[str, ...] = Field(
+        (), description="Only callers in these namespaces; empty: every namespace."
+    )
+    window: str = Field("1m", description="PromQL range of the storm measurement, e.g. '1m'.")
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    config_map: str = Field(
+        "{role}-retry",
+        description="Name of the ConfigMap holding a caller's retry settings ({role} is "
+        "replaced by the caller's role label), in the caller's namespace.",
+    )
+    config_key: str = Field("retry.json", min_length=1, description="Its key (a JSON object).")
+    poll_seconds: float = Field(5.0, ge=0.1, le=300, description="Time between measurements.")
+    apply_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Every pod must report the new settings within this."
+    )
+    verify_after_seconds: float = Field(
+        6.0,
+        gt=0,
+        le=3600,
+        description="Measure a change over at least this long after every pod took it "
+        "(at least two scrapes, so rate() has two samples of the new regime only).",
+    )
+    settle_seconds: float = Field(
+        60.0, gt=0, le=3600, description="A rung that has not contained the storm by then: next."
+    )
+    recovery_window: str = Field("30s", description="PromQL range of each health interval.")
+    recovery_timeout_seconds: float = Field(
+        1800.0,
+        gt=0,
+        le=86400,
+        description="Stop waiting for the dependency to heal after this; containment is kept.",
+    )
+    relapse_watch_seconds: float = Field(
+        30.0, ge=0, le=3600, description="After each restore step, watch this long for a relapse."
+    )
+    on_step_failure: Literal["keep", "undo"] = Field(
+        "keep",
+        description="A containment step that cannot be applied: keep the earlier steps (they "
+        "already cut the load) or undo them.",
+    )
+    restore: bool = Field(True, description="Put the settings back once the dependency heals.")
+    dry_run: bool = Field(False, description="Measure and publish the plan; change nothing.")
+    trigger: str = Field("", max_length=500, description="Why this run started (audit trail).")
+
+    @field_validator("window", "recovery_window")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not _DURATION.fullmatch(value):
+            raise ValueError(f"must be a PromQL duration such as '30s' or '5m', got {value!r}")
+        return value
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [n for n in value if not _NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"not Kubernetes namespace names: {', '.join(map(repr, bad))}")
+        return value
+
+    @field_validator("config_map")
+    @classmethod
+    def _config_map(cls, value: str) -> str:
+        sample = value.replace("{role}", "role")
+        if "{" in sample or "}" in sample or not _NAME.fullmatch(sample):
+            raise ValueError(
+                "must be a ConfigMap name, optionally with {role} in it (e.g. '{role}-retry'), "
+                f"got {value!r}"
+            )
+        return value
+
+    def config_map_of(self, caller: str) -> tuple[str, str]:
+        """``namespace/role`` -> (namespace, ConfigMap name)."""
+        namespace, _, role = caller.partition("/")
+        return namespace, self.config_map.replace("{role}", role)
+
+
+class Measurement(BaseModel):
+    """One look at the callers: a signal per caller and dependency, and each dependency's load."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signals: tuple[Signal, ...]
+    load: dict[str, float] = Field(description="Attempts/s each dependency receives.")
+
+    def load_of(self, dependencies: Iterable[str]) -> float:
+        return sum(self.load.get(d, 0.0) for d in dependencies)
+
+    def error_rates(self, callers: Iterable[str]) -> tuple[float, ...]:
+        wanted = set(callers)
+        return tuple(s.error_rate for s in self.signals if s.caller in wanted)
+
+
+def measurement(
+    requests: Mapping[Key, float],
+    retries: Mapping[Key, float],
+    errors: Mapping[Key, float],
+    attempts: Mapping[Key, float],
+    breakers_open: Iterable[Key],
+    namespaces: Sequence[str] = (),
+) -> Measurement:
+    """Assemble the queries' series into signals (only pairs with a request rate: no traffic,
+    no signal) and per-dependency load; ``namespaces`` filters (empty: all)."""
+
+    def wanted(key: Key) -> bool:
+        return not namespaces or key[0] in namespaces
+
+    open_keys = set(breakers_open)
+    signals = [
+        Signal(
+            caller=f"{key[0]}/{key[1]}",
+            dependency=key[2],
+            request_rate=rate,
+            retry_rate=retries.get(key, 0.0),
+            error_rate=_share(errors.get(key, 0.0)),
+            breaker_open=key in open_keys,
+        )
+        for key, rate in sorted(requests.items())
+        if wanted(key)
+    ]
+    load: dict[str, float] = {}
+    for key, rate in attempts.items():
+        if wanted(key):
+            load[key[2]] = load.get(key[2], 0.0) + rate
+    return Measurement(signals=tuple(signals), load=load)
+
+
+def _share(value: float) -> float:
+    """An error share clipped to [0, 1]; NaN (no data) is refused, never read as healthy."""
+    if math.isnan(value):
+        raise ValueError("an error share is NaN: the query gave no data for a pair with traffic")
+    return min(1.0, max(0.0, value))
+
+
+def healthy(m: Measurement, callers: Iterable[str], thresholds: Thresholds) -> bool | None:
+    """The callers' calls succeed (error share at or under the bar for every pair); ``None``
+    when none of them has traffic (no evidence either way)."""
+    rates = m.error_rates(callers)
+    if not rates:
+        return None
+    return all(r <= thresholds.recovered_error_rate for r in rates)

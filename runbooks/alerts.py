@@ -62,6 +62,14 @@ RULE_FILES = (RETRY_STORM_RULES,)
 
 REQUESTS_METRIC = "shop_downstream_requests_total"
 RETRIES_METRIC = "shop_downstream_retries_total"
+ATTEMPTS_METRIC = "shop_downstream_attempts_total"
+RETRY_SETTING_GAUGES = {
+    "max_attempts": "shop_retry_max_attempts",
+    "budget_percent": "shop_retry_budget_percent",
+    "breaker_enabled": "shop_retry_breaker_enabled",
+}
+"""Retry-settings fields -> the gauge each pod exports with the value in force (budget -1: none;
+breaker 1/0): how the runbook checks that a ConfigMap change was taken by every pod."""
 BREAKER_STATE_METRIC = "runbooks_client_breaker_state"
 CALLER_LABELS = ("namespace", "role")
 DEPENDENCY_LABEL = "dependency"
@@ -119,6 +127,31 @@ def retry_storm_query(
     """The ``retry_storm_detected`` expression: the storm signal over ``threshold``."""
     _check(window, threshold, min_request_rate)
     return f"({retry_ratio_query(window, min_request_rate)}) > {threshold:g}"
+
+
+def error_share_query(window: str = RATE_WINDOW) -> str:
+    """Share of logical calls that did not succeed (failed, or refused by an open breaker), per
+    caller and dependency; 0 with traffic and no failure, no series without traffic."""
+    _check(window)
+    requests = request_rate_query(window)
+    failed = f'sum by ({_by()}) (rate({REQUESTS_METRIC}{{outcome!="ok"}}[{window}]))'
+    return f"({failed} or 0 * {requests}) / ({requests} > 0)"
+
+
+def backend_load_query(window: str = RATE_WINDOW) -> str:
+    """Attempts per second each dependency receives from its callers (first attempts and
+    retries): the load a storm multiplies, per caller and dependency (sum them per dependency)."""
+    _check(window)
+    return f"sum by ({_by()}) (rate({ATTEMPTS_METRIC}[{window}]))"
+
+
+def retry_setting_query(field: str) -> str:
+    """Every pod's value in force of one retry-settings ``field`` (see RETRY_SETTING_GAUGES)."""
+    try:
+        return RETRY_SETTING_GAUGES[field]
+    except KeyError:
+        known = ", ".join(RETRY_SETTING_GAUGES)
+        raise ValueError(f"no gauge exports {field!r}; gauged fields: {known}") from None
 
 
 def breaker_open_query() -> str:

@@ -222,6 +222,48 @@ CATALOGUE: dict[str, Runbook] = {
             ),
         ),
         Runbook(
+            name="retry-storm",
+            description="Detect a retry storm from Prometheus, contain it step by step in the "
+            "callers' retry settings (budget, retries off, breaker), wait for recovery, restore.",
+            flow="flows.retry_storm:retry_storm",
+            params_model="decisions.retry_storm:RetryStormParams",
+            blocks=(
+                BlockParam(
+                    "prometheus",
+                    "blocks.http:HttpService",
+                    "http-service",
+                    required=True,
+                    default="http-service/sandbox-prometheus",
+                    description="the Prometheus scraping the callers",
+                ),
+                BlockParam(
+                    "kubernetes",
+                    "blocks.kubernetes:KubernetesTarget",
+                    "kubernetes-target",
+                    required=True,
+                    default="kubernetes-target/sandbox",
+                    description="the cluster holding the callers' retry ConfigMaps",
+                ),
+            ),
+        ),
+        Runbook(
+            name="alert-bridge",
+            description="Read Prometheus' firing alerts and emit one Prefect event per alert "
+            "(runbooks.alert.firing) for the automations that run the runbooks.",
+            flow="flows.alert_bridge:alert_bridge",
+            params_model="flows.alert_bridge:AlertBridgeParams",
+            blocks=(
+                BlockParam(
+                    "prometheus",
+                    "blocks.http:HttpService",
+                    "http-service",
+                    required=True,
+                    default="http-service/sandbox-prometheus",
+                    description="the Prometheus whose firing alerts are forwarded",
+                ),
+            ),
+        ),
+        Runbook(
             name="apply-scaling",
             description="Set each service's HPA minReplicas (or KEDA cron triggers) to this "
             "hour's planned minimum from load-forecast's schedules.",

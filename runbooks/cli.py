@@ -57,7 +57,8 @@ def demo(
     API and serves real purchases, Prometheus reports its request rates, the blue-green runbook
     promotes v2 and rolls back v3-broken under load, load-forecast plans three services from
     four weeks of history and apply-scaling sets their autoscalers, tracing-rollout traces the
-    shop service by service and verifies each in the trace store, and the retry-storm drill
+    shop service by service and verifies each in the trace store, retry-storm contains a real
+    storm of the shop's callers and restores their settings, and the retry-storm drill
     compares the recipe card's retry loop with our resilience layer (full jitter, 10 % retry
     budget, circuit breaker) on a loopback backend that fails, then heals.
     """
@@ -65,6 +66,7 @@ def demo(
 
     from runbooks.demo import format_blue_green, run_demo
     from runbooks.demo_forecast import format_forecast
+    from runbooks.demo_storm import format_storm
     from runbooks.demo_tracing import format_tracing
     from sandbox.storm import DrillSettings, format_table
 
@@ -85,6 +87,7 @@ def demo(
         format_blue_green(figures["blue_green"]),
         format_forecast(figures["load_forecast"]),
         format_tracing(figures["tracing"]),
+        format_storm(figures["retry_storm"]),
         format_table(report),
     ):
         typer.echo("", err=as_json)

@@ -19,7 +19,10 @@ It grows as runbooks land. Today, in order:
 6. ``tracing-rollout`` (:mod:`runbooks.demo_tracing`) traces the shop through its Deployments'
    env, checkout first as the canary, each service verified in the sandbox's trace store; one
    purchase's trace then shows frontend -> checkout -> payments;
-7. the retry-storm drill compares the recipe card's retry loop with our resilience layer; it runs
+7. ``retry-storm`` (:mod:`runbooks.demo_storm`): payments fails while the callers retry
+   naively; once Prometheus shows the storm the runbook contains it in the callers' retry
+   ConfigMaps, waits for payments to heal and restores the settings;
+8. the retry-storm drill compares the recipe card's retry loop with our resilience layer; it runs
    after the sandbox has stopped, so its timings see a quiet machine.
 
 Everything it started is stopped at the end, also on Ctrl-C or failure.
@@ -60,6 +63,7 @@ def run_demo(
         _private_prefect(Path(folder) / "prefect-client")
         from blocks import KubernetesTarget
         from runbooks.demo_forecast import forecast_step
+        from runbooks.demo_storm import storm_step
         from runbooks.demo_tracing import tracing_step
         from sandbox.showcase import deploy_shop
         from sandbox.stack import PrefectComponent
@@ -105,6 +109,8 @@ def run_demo(
                     figures["load_forecast"] = forecast_step(target, client, endpoints, say)
                     say("6. tracing-rollout: checkout as canary, then frontend and payments...")
                     figures["tracing"] = tracing_step(shop, endpoints, say)
+                    say("7. retry-storm: payments fails, the callers storm, the runbook acts...")
+                    figures["retry_storm"] = storm_step(target, shop, endpoints, say)
             finally:
                 try:
                     stack.stop()
@@ -112,7 +118,7 @@ def run_demo(
                     with contextlib.suppress(Exception):  # its failure is reported above
                         prefect_up.result()
                     prefect.stop()
-    say("7. the retry-storm drill: the recipe card's retry loop vs our resilience layer...")
+    say("8. the retry-storm drill: the recipe card's retry loop vs our resilience layer...")
     report = run_drill(drill_settings)
     figures["drill"] = report.figures()
     return figures, report

@@ -5,6 +5,12 @@ stands in for), a Service and a Deployment per role: frontend -> checkout -> pay
 sandbox has no cluster DNS, so each caller's ``SHOP_DOWNSTREAM_URL`` is its downstream
 Service's loopback ``nodePort``: Services are created first, then the Deployments that call them.
 
+Each pod mounts two ConfigMaps it re-reads when they change, as a real service's mounted
+config: ``<name>-fault`` (key ``fault.json``, the injected fault, ``SHOP_FAULT_FILE``: how a
+drill makes payments fail through the Kubernetes API alone) and, for the callers,
+``<name>-retry`` (key ``retry.json``, their retry settings, ``SHOP_RETRY_CONFIG``: what the
+``retry-storm`` runbook edits). Both start as ``{}``: no fault, the shop's naive retry defaults.
+
 ``deploy_blue_green`` creates the shape the ``blue-green`` runbook expects of a service it rolls
 out (``decisions.bluegreen``): a ``<service>-blue`` Deployment whose pods carry
 ``{app: <service>, colour: blue}``, behind an active Service selecting exactly those labels.
@@ -22,6 +28,30 @@ from runbooks.resilience import call_kubernetes
 
 ROLES = ("payments", "checkout", "frontend")  # downstream first
 DOWNSTREAM = {"frontend": "checkout", "checkout": "payments"}
+FAULT_KEY, RETRY_KEY = "fault.json", "retry.json"
+FAULT_MOUNT, RETRY_MOUNT = "/etc/shop/fault", "/etc/shop/retry"
+
+
+def fault_config_map(name: str) -> str:
+    """The ConfigMap holding the fault of the shop Deployment ``name``."""
+    return f"{name}-fault"
+
+
+def retry_config_map(name: str) -> str:
+    """The ConfigMap holding the retry settings of the shop Deployment ``name`` (a caller)."""
+    return f"{name}-retry"
+
+
+def mount_config_maps(manifest: dict[str, Any], mounts: dict[str, tuple[str, str, str]]) -> None:
+    """Mount ConfigMaps into the Deployment's first container: ``{env var: (ConfigMap, key,
+    mount path)}``; the env var names the file."""
+    pod = manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    for n, (env, (config_map, key, path)) in enumerate(sorted(mounts.items())):
+        volume = f"config-{n}"
+        pod.setdefault("volumes", []).append({"name": volume, "configMap": {"name": config_map}})
+        container.setdefault("volumeMounts", []).append({"name": volume, "mountPath": path})
+        container["env"].append({"name": env, "value": f"{path}/{key}"})
 
 
 @dataclass(frozen=True)
@@ -97,11 +127,23 @@ def deploy_shop(
         url = f"http://127.0.0.1:{created.spec.ports[0].node_port}"
         services[role] = ShopService(role, name, url)
         env = {"SHOP_DOWNSTREAM_URL": services[DOWNSTREAM[role]].url} if role in DOWNSTREAM else {}
+        mounts = {"SHOP_FAULT_FILE": (fault_config_map(name), FAULT_KEY, FAULT_MOUNT)}
+        if role in DOWNSTREAM:
+            mounts["SHOP_RETRY_CONFIG"] = (retry_config_map(name), RETRY_KEY, RETRY_MOUNT)
+        for config_map, key, _ in mounts.values():
+            call_kubernetes(
+                f"create ConfigMap {namespace}/{config_map}",
+                core.create_namespaced_config_map,
+                namespace,
+                {"metadata": {"name": config_map, "labels": labels}, "data": {key: "{}\n"}},
+            )
+        manifest = deployment_manifest(name, role, image, replicas, env)
+        mount_config_maps(manifest, mounts)
         call_kubernetes(
             f"create Deployment {namespace}/{name}",
             apps.create_namespaced_deployment,
             namespace,
-            deployment_manifest(name, role, image, replicas, env),
+            manifest,
         )
     deadline = time.monotonic() + timeout_seconds
     for service in services.values():

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -42,10 +42,9 @@ from decisions.kube_scaling import (
     planned_minimum,
 )
 from decisions.scaling import ScheduleWindow
-from runbooks.errors import ConflictError, InvalidRequestError, NotFoundError
-from runbooks.kit._run import logger as run_logger
+from runbooks.errors import InvalidRequestError, NotFoundError
 from runbooks.resilience import call_kubernetes
-from tasks.kubernetes import APPLY_ATTEMPTS, MERGE_PATCH, _target, read_or_none
+from tasks.kubernetes import _target, converge, guarded_merge_patch, read_or_none
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -55,9 +54,6 @@ KEDA_VERSION = "v1alpha1"
 KEDA_PLURAL = "scaledobjects"
 KEDA_DEFAULT_MAX_REPLICAS = 100
 """``maxReplicaCount`` when a ScaledObject sets none (KEDA's default)."""
-
-PRECONDITIONED_RETRY_STATUSES = frozenset({500})
-"""Retried on top of the policy's statuses: a write with a ``resourceVersion`` applies once."""
 
 
 @task(name="find-scaled-object", cache_policy=NO_CACHE)
@@ -144,20 +140,17 @@ def apply_hpa_minimum(
             return (
                 where,
                 change,
-                lambda: call_kubernetes(
+                guarded_merge_patch(
                     f"patch minReplicas of {where}",
                     autoscaling.patch_namespaced_horizontal_pod_autoscaler,
                     meta["name"],
                     namespace,
-                    body,
-                    _content_type=MERGE_PATCH,
-                    target=_target(api),
-                    idempotent=True,
-                    retry_also=PRECONDITIONED_RETRY_STATUSES,
+                    body=body,
+                    api=api,
                 ),
             )
 
-        return _converge(
+        return converge(
             decide,
             dry_run=dry_run,
             what=f"setting minReplicas of the HPA of {namespace}/{deployment}",
@@ -217,7 +210,7 @@ def apply_keda_schedule(
                         f"above its minReplicaCount {floor}) and KEDA requires one; add a metric "
                         "trigger (e.g. cpu) to it"
                     )
-                return call_kubernetes(
+                return guarded_merge_patch(
                     f"patch the triggers of {where}",
                     custom.patch_namespaced_custom_object,
                     KEDA_GROUP,
@@ -225,59 +218,18 @@ def apply_keda_schedule(
                     namespace,
                     KEDA_PLURAL,
                     meta["name"],
-                    body,
-                    _content_type=MERGE_PATCH,
-                    target=_target(api),
-                    idempotent=True,
-                    retry_also=PRECONDITIONED_RETRY_STATUSES,
-                )
+                    body=body,
+                    api=api,
+                )()
 
             return where, change, write
 
-        return _converge(
+        return converge(
             decide,
             dry_run=dry_run,
             what=f"writing the cron triggers of the ScaledObject of {namespace}/{deployment}",
             target=f"{namespace}/{deployment}",
         )
-
-
-Change = TypeVar("Change", HpaChange, KedaChange)
-
-
-def _converge(
-    decide: Callable[[Change | None], tuple[str, Change, Callable[[], object]]],
-    *,
-    dry_run: bool,
-    what: str,
-    target: str,
-) -> Change:
-    """Read, decide, write (with the ``resourceVersion`` read); on a 409 read and decide again,
-    at most :data:`APPLY_ATTEMPTS` rounds. ``decide`` gets the change attempted in the round
-    before (so a stored attempt whose answer was lost is reported as made) and returns where,
-    the change, and the write. Nothing is written on a dry run or when nothing changes."""
-    logger = run_logger(__name__)
-    attempted: Change | None = None
-    last: ConflictError | None = None
-    for _ in range(APPLY_ATTEMPTS):
-        where, change, write = decide(attempted)
-        if dry_run or not change.changed or change is attempted:
-            logger.info("%s%s: %s", "dry run: " if dry_run else "", where, change.note)
-            return change
-        attempted = change
-        try:
-            write()
-        except ConflictError as exc:
-            last = exc  # someone wrote in between (or our own stored attempt): decide again
-            continue
-        logger.info("%s: %s", where, change.note)
-        return change
-    raise ConflictError(
-        f"{what} conflicted {APPLY_ATTEMPTS} times in a row: another writer keeps changing it; "
-        "stop that writer and run again",
-        status=409,
-        target=target,
-    ) from last
 
 
 # -- helpers --------------------------------------------------------------------------------------

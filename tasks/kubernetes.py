@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from prefect import task
@@ -789,6 +789,74 @@ def wait_for_no_pods(
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+class _Decided(Protocol):
+    @property
+    def changed(self) -> bool: ...
+
+    @property
+    def note(self) -> str: ...
+
+
+Change = TypeVar("Change", bound=_Decided)
+
+
+def converge(
+    decide: Callable[[Change | None], tuple[str, Change, Callable[[], object]]],
+    *,
+    dry_run: bool,
+    what: str,
+    target: str,
+) -> Change:
+    """Read, decide, write (with the ``resourceVersion`` read); on a 409 read and decide again,
+    at most :data:`APPLY_ATTEMPTS` rounds. ``decide`` gets the change attempted in the round
+    before (so a stored attempt whose answer was lost is reported as made) and returns where,
+    the change, and the write. Nothing is written on a dry run or when nothing changes."""
+    logger = run_logger(__name__)
+    attempted: Change | None = None
+    last: ConflictError | None = None
+    for _ in range(APPLY_ATTEMPTS):
+        where, change, write = decide(attempted)
+        if dry_run or not change.changed or change is attempted:
+            logger.info("%s%s: %s", "dry run: " if dry_run else "", where, change.note)
+            return change
+        attempted = change
+        try:
+            write()
+        except ConflictError as exc:
+            last = exc  # someone wrote in between (or our own stored attempt): decide again
+            continue
+        logger.info("%s: %s", where, change.note)
+        return change
+    raise ConflictError(
+        f"{what} conflicted {APPLY_ATTEMPTS} times in a row: another writer keeps changing it; "
+        "stop that writer and run again",
+        status=409,
+        target=target,
+    ) from last
+
+
+PRECONDITIONED_RETRY_STATUSES = frozenset({500})
+"""Retried on top of the policy's statuses: a write with a ``resourceVersion`` applies once."""
+
+
+def guarded_merge_patch(
+    action: str, patch: Callable[..., Any], *args: Any, body: Mapping[str, Any], api: ApiClient
+) -> Callable[[], object]:
+    """The write of a :func:`converge` round: a merge patch whose ``body`` carries the
+    ``resourceVersion`` read, so it applies once; a 500 is retried (a stored first attempt then
+    meets 409, and the next round sees our own values)."""
+    return lambda: call_kubernetes(
+        action,
+        patch,
+        *args,
+        body,
+        _content_type=MERGE_PATCH,
+        target=_target(api),
+        idempotent=True,
+        retry_also=PRECONDITIONED_RETRY_STATUSES,
+    )
 
 
 def _target(api: ApiClient) -> str:

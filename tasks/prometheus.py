@@ -76,6 +76,37 @@ def query_prometheus(
     return _number(result[0].get("value"))
 
 
+class Sample(BaseModel):
+    """One series of an instant query: its labels and its value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    labels: dict[str, str]
+    value: float
+
+
+@task(name="query-prometheus-vector", cache_policy=NO_CACHE)
+def query_vector(prometheus: HttpService, promql: str) -> tuple[Sample, ...]:
+    """Every series of an instant PromQL query, now; NaN samples left out (no data, not zero).
+
+    For queries grouped by labels (per caller and dependency); :func:`query_prometheus` is for
+    one number.
+    """
+    data = _get(prometheus, "/api/v1/query", {"query": promql}, promql)
+    if data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
+        raise InvalidRequestError(
+            f"the PromQL query {promql!r} gave a {data.get('resultType')} result, expected a "
+            "vector",
+            target=prometheus.target,
+        )
+    samples = []
+    for item in data["result"]:
+        value = _number(item.get("value"))
+        if value is not None:
+            samples.append(Sample(labels=dict(item.get("metric") or {}), value=value))
+    return tuple(samples)
+
+
 @task(name="query-prometheus-range", cache_policy=NO_CACHE)
 def query_range(
     prometheus: HttpService,

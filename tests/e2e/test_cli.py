@@ -48,6 +48,14 @@ def test_demo_runs_every_step_and_prints_its_figures_and_tables() -> None:
     assert tracing["outcome"] == "succeeded"
     assert tracing["services"] == {"checkout": "traced", "frontend": "traced", "payments": "traced"}
     assert tracing["purchase_chain"] == ["frontend", "checkout", "payments"]
+    storm = figures["retry_storm"]
+    assert storm["stage"] == "restored", storm
+    assert storm["contained_after_seconds"] <= 30, storm
+    assert storm["payments_load_reduction_percent"] >= 70, storm
+    assert storm["documents_after"] == {"frontend": "{}", "checkout": "{}"}, storm
+    assert storm["after_error_share"] <= 0.05, storm
+    assert {"detected", "contained", "recovered", "restored"} <= set(storm["events"]), storm
+    assert "retry-storm (payments fails" in done.stderr
     drill = figures["drill"]
     assert drill["amplification_naive"] > 3
     assert drill["amplification_ours"] <= 1.2

@@ -145,7 +145,8 @@ def test_a_bad_parameter_exits_2_naming_it_and_starts_nothing(
 def test_an_unknown_runbook_exits_2() -> None:
     done = _invoke("run", "green-blue", "-p", "service=shop")
     assert done.exit_code == 2
-    assert "unknown runbook 'green-blue'; known: apply-scaling, blue-green" in done.stderr
+    known = "known: alert-bridge, apply-scaling, blue-green"
+    assert f"unknown runbook 'green-blue'; {known}" in done.stderr
 
 
 def test_a_missing_block_exits_2_naming_it_and_how_to_create_it(

@@ -33,7 +33,8 @@ def test_every_entry_resolves_to_its_model_and_names_its_blocks() -> None:
 
 def test_unknown_runbook_lists_the_known_ones() -> None:
     with pytest.raises(
-        UnknownRunbook, match="unknown runbook 'green-blue'; known: apply-scaling, blue-green"
+        UnknownRunbook,
+        match="unknown runbook 'green-blue'; known: alert-bridge, apply-scaling, blue-green",
     ):
         catalogue.runbook("green-blue")
 
