@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from decisions.retry_storm import SettingsChange
+from decisions.retry_storm import RETRY_FIELDS, SettingsChange
 
 ORIGINAL_ANNOTATION = "runbooks.dev/retry-storm-original"
 """The caller's retry document before the first containment step, as JSON."""
@@ -88,12 +88,15 @@ def annotations_after(
 ) -> dict[str, str | None]:
     """The annotation changes for writing ``after`` over ``before`` (``None``: remove).
 
-    First change: record ``before`` as the original. Back at the original: drop the record.
+    First change: record ``before`` as the original. Back at the original *retry fields*: drop
+    the record (a field we never touch, edited by the team meanwhile, must not keep it forever:
+    a stale original would be "restored" over their later settings).
     """
     recorded = annotations.get(ORIGINAL_ANNOTATION)
     if recorded is None:
         return {} if dict(after) == dict(before) else {ORIGINAL_ANNOTATION: render_document(before)}
-    if parse_document(recorded, ORIGINAL_ANNOTATION) == dict(after):
+    original = parse_document(recorded, ORIGINAL_ANNOTATION)
+    if fields_of(original, RETRY_FIELDS) == fields_of(after, RETRY_FIELDS):
         return {ORIGINAL_ANNOTATION: None}
     return {}
 

@@ -16,7 +16,8 @@ applied only to the storming callers and verified before the next rung:
 2. ``disable-retries``: one attempt per call. The dependency sees only the logical load.
 3. ``open-breaker``: the circuit breaker enabled with a low minimum of calls, so calls to a
    dependency that keeps failing are refused at the caller (the kill switch) and the
-   dependency gets time to recover.
+   dependency gets time to recover. Retries off already brings the ratio to ~0, so the flow
+   also takes this rung, once contained, for the callers of a dependency that is still down.
 
 Why a ladder and not everything at once: every rung costs the users something (fewer second
 chances, then none, then refused calls); the runbook stops at the first rung that brings the
@@ -149,11 +150,20 @@ class ContainmentPlan(BaseModel):
         return not self.rungs
 
 
-def _rung_fields(key: str, current: Mapping[str, Any]) -> dict[str, Any]:
+def _rung_fields(
+    key: str, current: Mapping[str, Any], effective: Mapping[str, float]
+) -> dict[str, Any]:
+    """The fields a rung sets, never looser than what is in force: a value the document does
+    not set comes from the pods (``effective``: their env or built-in default)."""
     if key == TIGHTEN:
         attempts = current.get("max_attempts")
+        if not isinstance(attempts, int) and effective.get("max_attempts"):
+            attempts = int(effective["max_attempts"])
+        budget = current.get("budget_percent")
+        if budget is None and effective.get("budget_percent", -1) >= 0:
+            budget = effective["budget_percent"]
         return {
-            "budget_percent": 10.0,
+            "budget_percent": min(10.0, float(budget)) if budget is not None else 10.0,
             "budget_min_retries": 1,
             "max_attempts": min(3, attempts) if isinstance(attempts, int) else 3,
         }
@@ -175,13 +185,17 @@ _SENTENCES = {
 
 
 def containment_plan(
-    storm: Sequence[Signal], current: Mapping[str, Mapping[str, Any]]
+    storm: Sequence[Signal],
+    current: Mapping[str, Mapping[str, Any]],
+    effective: Mapping[str, Mapping[str, float]] | None = None,
 ) -> ContainmentPlan:
     """The ladder for the storming callers, given each caller's current retry settings.
 
     Each rung's ``before`` is what the caller had before *that* rung (the previous rung's
     values included), so undoing rungs newest first restores the original settings exactly.
-    A rung that changes nothing for any caller (already as strict) is left out. A storming
+    A rung that changes nothing for any caller (already as strict) is left out. ``effective``
+    (per caller, the settings the pods report in force) keeps a rung from loosening a value the
+    document leaves to the pods' env, e.g. 2 attempts set by env stay 2. A storming
     caller without known settings is refused (``ValueError``): acting blind could not be undone.
     """
     callers = tuple(dict.fromkeys(s.caller for s in storm))
@@ -193,7 +207,7 @@ def containment_plan(
     for key in (TIGHTEN, DISABLE, OPEN_BREAKER):
         changes = []
         for caller in callers:
-            after = _rung_fields(key, state[caller])
+            after = _rung_fields(key, state[caller], (effective or {}).get(caller, {}))
             change = SettingsChange(
                 caller=caller, after=after, before={k: state[caller].get(k) for k in after}
             )
@@ -236,8 +250,10 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 class RetryStormParams(BaseModel):
     """What ``retry-storm`` watches, how long it waits for each verdict, and what it may change.
 
-    Times are wall seconds. The defaults suit a Prometheus scraping every 15-30 s; a drill on a
-    2 s scrape uses shorter windows (``window="20s"``, ``poll_seconds=1``).
+    Times are wall seconds. The defaults suit a Prometheus scraping every 15 s: a change is
+    judged over at least ``verify_after_seconds`` (35 s: two scrapes and a margin, since
+    ``rate()`` needs two samples of the new behaviour); a drill on a 2 s scrape uses shorter
+    windows (``window="20s"``, ``verify_after_seconds=8``, ``poll_seconds=1``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -258,16 +274,18 @@ class RetryStormParams(BaseModel):
         60.0, gt=0, le=3600, description="Every pod must report the new settings within this."
     )
     verify_after_seconds: float = Field(
-        6.0,
+        35.0,
         gt=0,
         le=3600,
         description="Measure a change over at least this long after every pod took it "
         "(at least two scrapes, so rate() has two samples of the new regime only).",
     )
     settle_seconds: float = Field(
-        60.0, gt=0, le=3600, description="A rung that has not contained the storm by then: next."
+        90.0, gt=0, le=3600, description="A rung that has not contained the storm by then: next."
     )
-    recovery_window: str = Field("30s", description="PromQL range of each health interval.")
+    recovery_window: str = Field(
+        "1m", description="PromQL range of each health interval (consecutive, not overlapping)."
+    )
     recovery_timeout_seconds: float = Field(
         1800.0,
         gt=0,
@@ -275,7 +293,15 @@ class RetryStormParams(BaseModel):
         description="Stop waiting for the dependency to heal after this; containment is kept.",
     )
     relapse_watch_seconds: float = Field(
-        30.0, ge=0, le=3600, description="After each restore step, watch this long for a relapse."
+        60.0, ge=0, le=3600, description="After each restore step, watch this long for a relapse."
+    )
+    kill_switch_error_share: float | None = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Once contained, callers of a dependency still failing this share of "
+        "calls get the circuit breaker on (the kill switch: the dependency gets time to "
+        "recover); null: never.",
     )
     on_step_failure: Literal["keep", "undo"] = Field(
         "keep",
@@ -285,6 +311,15 @@ class RetryStormParams(BaseModel):
     restore: bool = Field(True, description="Put the settings back once the dependency heals.")
     dry_run: bool = Field(False, description="Measure and publish the plan; change nothing.")
     trigger: str = Field("", max_length=500, description="Why this run started (audit trail).")
+
+    @model_validator(mode="after")
+    def _waits(self) -> RetryStormParams:
+        if self.settle_seconds < self.verify_after_seconds:
+            raise ValueError(
+                f"settle_seconds ({self.settle_seconds:g}) must be at least verify_after_seconds "
+                f"({self.verify_after_seconds:g}): a rung is judged no sooner than that"
+            )
+        return self
 
     @field_validator("window", "recovery_window")
     @classmethod

@@ -70,6 +70,9 @@ RETRY_SETTING_GAUGES = {
 }
 """Retry-settings fields -> the gauge each pod exports with the value in force (budget -1: none;
 breaker 1/0): how the runbook checks that a ConfigMap change was taken by every pod."""
+RELOADS_METRIC = "shop_config_reloads_total"
+RETRY_CONFIG_FILE = "retry config"
+"""The ``file`` label of a pod's retry-config reloads: a change is taken once it counts one."""
 BREAKER_STATE_METRIC = "runbooks_client_breaker_state"
 CALLER_LABELS = ("namespace", "role")
 DEPENDENCY_LABEL = "dependency"
@@ -152,6 +155,14 @@ def retry_setting_query(field: str) -> str:
     except KeyError:
         known = ", ".join(RETRY_SETTING_GAUGES)
         raise ValueError(f"no gauge exports {field!r}; gauged fields: {known}") from None
+
+
+def retry_reloads_query(namespace: str, role: str) -> str:
+    """Each pod's count of retry-config files it took (``result="ok"``), for one caller."""
+    return (
+        f'{RELOADS_METRIC}{{namespace="{namespace}",role="{role}",'
+        f'file="{RETRY_CONFIG_FILE}",result="ok"}}'
+    )
 
 
 def breaker_open_query() -> str:

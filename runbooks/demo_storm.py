@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,9 +42,9 @@ DRILL_PARAMS = {
     "apply_timeout_seconds": 20.0,
     "verify_after_seconds": 8.0,
     "settle_seconds": 15.0,
-    "recovery_window": "6s",
+    "recovery_window": "4s",
     "recovery_timeout_seconds": 90.0,
-    "relapse_watch_seconds": 6.0,
+    "relapse_watch_seconds": 8.0,
 }
 """Windows for a Prometheus scraping every 2 s (the sandbox's), so the drill takes a minute."""
 
@@ -65,6 +66,7 @@ class IncidentReport:
             "stage": r.stage,
             "outcome": r.outcome.value,
             "rungs": list(r.rungs_applied),
+            "in_force": list(r.in_force),
             "contained_after_seconds": r.contained_after_seconds,
             "recovered_after_seconds": r.recovered_after_seconds,
             "payments_load_storm_per_second": _round(payments.get("storm")),
@@ -80,7 +82,8 @@ class IncidentReport:
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+    """One decimal; no data (None or NaN) is None, so the figures stay valid JSON."""
+    return None if value is None or math.isnan(value) else round(value, 1)
 
 
 def set_fault(k8s: KubernetesTarget, namespace: str, deployment: str, fault: dict) -> None:

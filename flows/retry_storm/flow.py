@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from typing import Any, Literal
 
@@ -12,6 +14,7 @@ from blocks.http import HttpService
 from blocks.kubernetes import KubernetesTarget
 from decisions.retry_config import restore_change
 from decisions.retry_storm import (
+    OPEN_BREAKER,
     RETRY_FIELDS,
     ContainmentPlan,
     Measurement,
@@ -26,15 +29,17 @@ from decisions.retry_storm import (
     storming,
 )
 from flows.retry_storm.steps import (
-    baseline_of,
+    effective_of,
     load_table,
     measure,
     pod_gauges,
+    pod_reloads,
     wait_taken,
     watch,
+    window_seconds,
     write_changes,
 )
-from runbooks.errors import RunbookError
+from runbooks.errors import NotFoundError, RunbookError, TargetBusyError
 from runbooks.kit import (
     Outcome,
     RunbookResult,
@@ -46,9 +51,11 @@ from runbooks.kit import (
     publish_timeline,
     target_lock,
 )
-from tasks.retry_config import read_retry_config
+from tasks.retry_config import RetryConfig, read_retry_config
 
 RUNBOOK = "retry-storm"
+LOCK_TARGET = "retry-storm/callers"
+"""One lock for every run: runs with different ``namespaces`` may still share callers."""
 LOCK_WAIT_SECONDS = 30
 LOCK_LEASE_SECONDS = 3600
 
@@ -76,7 +83,10 @@ class RetryStormResult(RunbookResult):
     stage: Stage = Field(description="How far the run got (restored is the whole way).")
     pairs: tuple[PairReport, ...] = Field(description="Every pair measured at the start.")
     plan: ContainmentPlan | None = None
-    rungs_applied: tuple[str, ...] = ()
+    rungs_applied: tuple[str, ...] = Field((), description="Every rung this run applied.")
+    in_force: tuple[str, ...] = Field(
+        (), description="Rungs of this run still in force at the end (restore them by re-running)."
+    )
     contained_after_seconds: float | None = Field(
         None, description="From the run's start to the verdict 'contained'."
     )
@@ -84,48 +94,101 @@ class RetryStormResult(RunbookResult):
     load: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per dependency: attempts/s during the storm, contained, after restore, "
-        "and the reduction in percent.",
+        "and the reduction in percent (None: no data).",
     )
 
 
 class _Run:
-    """The run's state: what was changed (for undo and the report), and the timeline."""
+    """One run's state: what it changed (for undo and the report), the timeline, the result."""
 
     def __init__(self, params: RetryStormParams, prometheus: HttpService, k8s: KubernetesTarget):
         self.p, self.prometheus, self.k8s = params, prometheus, k8s
         self.target = ",".join(params.namespaces) or "cluster"
         self.timeline = Timeline()
         self.began = time.monotonic()
-        self.rungs: list[Rung] = []
-        self.baselines: dict[str, dict[str, float]] = {}
+        self.applied: list[Rung] = []  # every rung applied, in order
+        self.in_force: list[Rung] = []  # those not restored yet
         self.load: dict[str, dict[str, Any]] = {}
+        self.pairs: tuple[PairReport, ...] = ()
+        self.plan: ContainmentPlan | None = None
+        self.contained_after: float | None = None
+        self.recovered_after: float | None = None
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.began, 2)
 
+    def result(self, stage: Stage, outcome: Outcome, reason: str) -> RetryStormResult:
+        self.timeline.add("end", reason, ok=outcome in (Outcome.SUCCEEDED, Outcome.NO_CHANGE))
+        publish_timeline(RUNBOOK, self.target, self.timeline)
+        for row in self.load.values():
+            row["reduction_percent"] = load_reduction_percent(
+                row.get("storm", math.nan), row.get("contained", math.nan)
+            )
+        if self.load:
+            publish_table(
+                artifact_key(RUNBOOK, "load", self.target),
+                load_table(self.load),
+                description="Attempts/s each dependency received: storm, contained, restored",
+            )
+        return RetryStormResult.from_timeline(
+            self.timeline,
+            runbook=RUNBOOK,
+            target=self.target,
+            outcome=outcome,
+            reason=reason,
+            dry_run=self.p.dry_run,
+            stage=stage,
+            pairs=self.pairs,
+            plan=self.plan,
+            rungs_applied=tuple(r.key for r in self.applied),
+            in_force=tuple(r.key for r in self.in_force),
+            contained_after_seconds=self.contained_after,
+            recovered_after_seconds=self.recovered_after,
+            load=self.load,
+        )
+
+    def read(self, caller: str) -> RetryConfig:
+        namespace, name = self.p.config_map_of(caller)
+        return read_retry_config(self.k8s, namespace, name, self.p.config_key)
+
     def change(self, step: str, changes: tuple[SettingsChange, ...]) -> float:
-        """Write ``changes``, wait for every pod to take them; the clock then. On a failure the
-        changes written so far are undone (a half-applied step is never left) and it re-raises."""
+        """Write ``changes`` and wait until every pod took them; the clock then. On a failure
+        the changes this step wrote are undone (a half-applied step is never left), and the
+        error is re-raised with what the undo did."""
         done: list[SettingsChange] = []
-        for caller in {c.caller for c in changes} - set(self.baselines):
-            self.baselines[caller] = baseline_of(pod_gauges(self.prometheus, caller))
+        before = {c: pod_reloads(self.prometheus, c) for c in {c.caller for c in changes}}
         try:
             write_changes(self.k8s, self.p, changes, done)
-            taken = wait_taken(self.prometheus, changes, self.baselines, self.p)
+            taken = wait_taken(self.prometheus, changes, before, self.p)
         except RunbookError as exc:
             self.timeline.add(step, f"failed: {exc}", ok=False)
             if done:
-                write_changes(self.k8s, self.p, reverse(done), [])
-                self.timeline.add(step, f"its {len(done)} written change(s) undone")
+                try:
+                    write_changes(self.k8s, self.p, reverse(done), [])
+                    self.timeline.add(step, f"its {len(done)} written change(s) undone")
+                except RunbookError as undo_error:
+                    self.timeline.add(step, f"undoing its writes failed: {undo_error}", ok=False)
+                    raise type(exc)(
+                        f"{exc}; undoing its own writes failed too: {undo_error}"
+                    ) from exc
             raise
         self.timeline.add(step, "; ".join(f"{c.caller}: {c.sentence()}" for c in changes))
         return taken
 
+    def apply(self, rung: Rung) -> float:
+        taken = self.change(rung.key, rung.changes)
+        self.applied.append(rung)
+        self.in_force.append(rung)
+        return taken
+
     def note_load(self, phase: str, m: Measurement | None, dependencies: set[str]) -> None:
-        if m is None:
-            return
+        """The attempts/s each dependency receives; NaN when there is no data (never 0)."""
         for dependency in dependencies:
-            self.load.setdefault(dependency, {})[phase] = m.load.get(dependency, 0.0)
+            value = math.nan if m is None else m.load.get(dependency, math.nan)
+            self.load.setdefault(dependency, {})[phase] = value
+
+    def effective(self, callers: set[str]) -> dict[str, dict[str, float]]:
+        return {c: effective_of(pod_gauges(self.prometheus, c)) for c in callers}
 
 
 @flow(name=RUNBOOK, log_prints=False)
@@ -134,57 +197,42 @@ def retry_storm(
 ) -> RetryStormResult:
     """Detect a retry storm, contain it rung by rung, wait for recovery, restore the settings."""
     run = _Run(params, prometheus, kubernetes)
-    p, timeline, target = params, run.timeline, run.target
-
-    def result(stage: Stage, outcome: Outcome, reason: str, **fields: Any) -> RetryStormResult:
-        timeline.add("end", reason, ok=outcome in (Outcome.SUCCEEDED, Outcome.NO_CHANGE))
-        publish_timeline(RUNBOOK, target, timeline)
-        if run.load:
-            for row in run.load.values():
-                row["reduction_percent"] = load_reduction_percent(
-                    row.get("storm", 0.0), row.get("contained", float("nan"))
-                )
-            publish_table(
-                artifact_key(RUNBOOK, "load", target),
-                load_table(run.load),
-                description="Attempts/s each dependency received: storm, contained, restored",
-            )
-        return RetryStormResult.from_timeline(
-            timeline,
-            runbook=RUNBOOK,
-            target=target,
-            outcome=outcome,
-            reason=reason,
-            dry_run=p.dry_run,
-            stage=stage,
-            pairs=pairs,
-            rungs_applied=tuple(r.key for r in run.rungs),
-            load=run.load,
-            **fields,
+    if params.trigger:
+        run.timeline.add("trigger", params.trigger)
+    lock = (
+        contextlib.nullcontext()
+        if params.dry_run
+        else target_lock(
+            LOCK_TARGET, timeout_seconds=LOCK_WAIT_SECONDS, lease_seconds=LOCK_LEASE_SECONDS
+        )
+    )
+    try:
+        with lock:
+            return _respond(run)
+    except TargetBusyError as exc:
+        return run.result(
+            "refused", Outcome.FAILED, f"another retry-storm run is acting ({exc}); nothing changed"
         )
 
-    pairs: tuple[PairReport, ...] = ()
-    if p.trigger:
-        timeline.add("trigger", p.trigger)
+
+def _respond(run: _Run) -> RetryStormResult:
+    p, timeline = run.p, run.timeline
     # 1. measure: no Prometheus, no action
     try:
-        first = measure(prometheus, p, p.window)
+        first = measure(run.prometheus, p, p.window)
     except RunbookError as exc:
-        return result(
+        return run.result(
             "refused",
             Outcome.FAILED,
             f"cannot measure the callers ({exc}); refusing to act blind: nothing was changed",
         )
     storm = storming(first.signals, p.thresholds)
-    pairs = tuple(_pair(s, p, s in storm) for s in first.signals)
+    run.pairs = tuple(_pair(s, p, s in storm) for s in first.signals)
     timeline.add("measure", f"{len(first.signals)} caller/dependency pair(s) over {p.window}")
     if not storm:
-        return _no_storm(run, first, result)
+        return _no_storm(run, first)
 
-    callers = tuple(dict.fromkeys(s.caller for s in storm))
-    dependencies = set(first.load)
-    run.note_load("storm", first, dependencies)
-    worst = storm[0]
+    run.note_load("storm", first, set(first.load))
     summary = ", ".join(
         f"{s.caller} -> {s.dependency} {s.retry_ratio(p.thresholds):.0%}" for s in storm
     )
@@ -192,131 +240,160 @@ def retry_storm(
     emit(
         RUNBOOK,
         "detected",
-        target,
+        run.target,
         payload={
             "storming": [
-                {
-                    "caller": s.caller,
-                    "dependency": s.dependency,
-                    "ratio": s.retry_ratio(p.thresholds),
-                }
+                {"caller": s.caller, "to": s.dependency, "ratio": s.retry_ratio(p.thresholds)}
                 for s in storm
             ],
-            "load": {d: first.load.get(d) for d in dependencies},
+            "load": dict(first.load),
             "trigger": p.trigger,
         },
     )
-
     # 2. plan from the live settings (a caller we cannot read cannot be undone: refused)
+    callers = {s.caller for s in storm}
     try:
-        current = {c: _read(run, c).document for c in callers}
-        plan = containment_plan(storm, current)
+        current = {c: run.read(c).document for c in callers}
+        run.plan = containment_plan(storm, current, run.effective(callers))
     except (RunbookError, ValueError) as exc:
-        return result("refused", Outcome.FAILED, f"cannot plan the containment: {exc}")
-    if not plan_gate(RUNBOOK, target, plan, dry_run=p.dry_run):
-        return RetryStormResult.for_dry_run(
-            timeline, runbook=RUNBOOK, target=target, stage="planned", pairs=pairs, plan=plan
+        return run.result("refused", Outcome.FAILED, f"cannot plan the containment: {exc}")
+    if not plan_gate(RUNBOOK, run.target, run.plan, dry_run=p.dry_run):
+        return run.result("planned", Outcome.DRY_RUN, "dry run: plan published, nothing changed")
+    try:
+        return _contain_recover_restore(run, first)
+    except RunbookError as exc:
+        kept = ", ".join(r.key for r in run.in_force) or "nothing"
+        return run.result(
+            "failed",
+            Outcome.FAILED,
+            f"stopped by an error ({exc}); still in force from this run: {kept} (a re-run "
+            "restores it once the dependency is healthy)",
         )
 
-    with target_lock(
-        f"{RUNBOOK}/{target}", timeout_seconds=LOCK_WAIT_SECONDS, lease_seconds=LOCK_LEASE_SECONDS
-    ):
-        # 3. contain: the lowest rung that changes something for the callers storming now,
-        # verified over the time since the pods took it; again while anything storms (a caller
-        # that starts storming meanwhile, e.g. the one upstream, gets its own first rung)
-        contained_m: Measurement | None = None
-        step_plan, latest = plan, first
-        while not step_plan.empty:
-            rung = step_plan.rungs[0]
-            try:
-                taken = run.change(rung.key, rung.changes)
-            except RunbookError as exc:
-                return _step_failed(run, rung, exc, result, plan)
-            run.rungs.append(rung)
-            verdict, m, _ = watch(
-                prometheus,
-                p,
-                taken,
-                judge=lambda m: True if not storming(m.signals, p.thresholds) else None,
-                for_seconds=p.settle_seconds,
-            )
-            latest = m or latest
-            if verdict:
-                contained_m = m
-                break
-            still = storming(latest.signals, p.thresholds)
-            timeline.add(
-                rung.key,
-                f"still storming {p.settle_seconds:g} s later: "
-                + ", ".join(s.caller for s in still),
-                ok=False,
-            )
-            try:
-                live = {s.caller: _read(run, s.caller).document for s in still}
-                step_plan = containment_plan(still, live)
-            except (RunbookError, ValueError) as exc:
-                return _step_failed(run, rung, exc, result, plan, applied=True)
-        if contained_m is None:
-            return result(
-                "not-contained",
-                Outcome.FAILED,
-                f"every rung applied ({', '.join(r.key for r in run.rungs)}) and the storm goes "
-                "on; the settings are kept (they cut the load); look at the callers",
-                plan=plan,
-            )
-        callers = tuple(dict.fromkeys(c.caller for r in run.rungs for c in r.changes))
-        seconds = run.elapsed()
-        run.note_load("contained", contained_m, dependencies)
-        cut = {
-            d: load_reduction_percent(run.load[d]["storm"], run.load[d]["contained"])
-            for d in dependencies
-        }
+
+def _contain_recover_restore(run: _Run, first: Measurement) -> RetryStormResult:
+    p, timeline = run.p, run.timeline
+    assert run.plan is not None
+    dependencies = set(first.load)
+    # 3. contain: the lowest rung that changes something for the callers storming now, judged
+    # over the time since every pod took it; again while anything storms (a caller that starts
+    # storming meanwhile, e.g. the one upstream, gets its own first rung)
+    step_plan, latest, contained_m = run.plan, first, None
+    while not step_plan.empty:
+        rung = step_plan.rungs[0]
+        try:
+            taken = run.apply(rung)
+        except RunbookError as exc:
+            return _step_failed(run, rung, exc)
+        acted = frozenset(c.caller for r in run.applied for c in r.changes)
+        verdict, m, _ = watch(
+            run.prometheus,
+            p,
+            taken,
+            judge=lambda m, acted=acted: _contained(m, acted, p),
+            for_seconds=p.settle_seconds,
+        )
+        latest = m or latest
+        if verdict:
+            contained_m = m
+            break
+        still = storming(latest.signals, p.thresholds)
         timeline.add(
+            rung.key,
+            f"not contained {p.settle_seconds:g} s later: "
+            + (", ".join(s.caller for s in still) or "no data"),
+            ok=False,
+        )
+        if not still:
+            break  # no data to judge by: do not escalate blind
+        live = {s.caller: run.read(s.caller).document for s in still}
+        step_plan = containment_plan(still, live, run.effective({s.caller for s in still}))
+    if contained_m is None:
+        return run.result(
+            "not-contained",
+            Outcome.FAILED,
+            f"rungs applied ({', '.join(r.key for r in run.applied)}) and the storm was not "
+            "seen to stop; the settings are kept (they cut the load); look at the callers",
+        )
+    run.contained_after = run.elapsed()
+    timeline.add("contained", f"after {run.contained_after:g} s by {run.applied[-1].key}")
+    contained_m = _kill_switch(run, contained_m) or contained_m
+    run.note_load("contained", contained_m, dependencies)
+    cut = {
+        d: load_reduction_percent(run.load[d]["storm"], run.load[d]["contained"])
+        for d in dependencies
+    }
+    timeline.add(
+        "load",
+        ", ".join(f"{d} -{c:.0f} %" for d, c in sorted(cut.items()) if c is not None) or "no data",
+    )
+    emit(
+        RUNBOOK,
+        "contained",
+        run.target,
+        payload={
+            "seconds": run.contained_after,
+            "rungs": [r.key for r in run.applied],
+            "reduction": cut,
+        },
+    )
+    callers = tuple(dict.fromkeys(c.caller for r in run.applied for c in r.changes))
+    # 4. recover: the calls succeed again for N intervals in a row
+    if not _wait_recovered(run, callers):
+        return run.result(
             "contained",
-            f"after {seconds:g} s by {run.rungs[-1].key}; load "
-            + ", ".join(f"{d} -{c:.0f} %" for d, c in cut.items() if c is not None),
+            Outcome.FAILED,
+            f"contained, but the calls of {', '.join(callers)} did not recover within "
+            f"{p.recovery_timeout_seconds:g} s: containment kept; run again to restore once "
+            "the dependency is healthy",
         )
-        emit(
-            RUNBOOK,
-            "contained",
-            target,
-            payload={"seconds": seconds, "rungs": [r.key for r in run.rungs], "reduction": cut},
+    emit(RUNBOOK, "recovered", run.target, payload={"seconds": run.recovered_after})
+    if not p.restore:
+        return run.result(
+            "recovered",
+            Outcome.SUCCEEDED,
+            "contained and recovered; settings left contained (restore=false)",
         )
+    # 5. restore, newest rung first, watching each step for a relapse
+    stage, reason = _restore(run, callers, dependencies)
+    return run.result(stage, Outcome.SUCCEEDED if stage == "restored" else Outcome.FAILED, reason)
 
-        # 4. recover: the calls succeed again for N intervals in a row
-        recovered_at = _wait_recovered(run, callers)
-        if recovered_at is None:
-            return result(
-                "contained",
-                Outcome.FAILED,
-                f"contained, but {worst.dependency} did not recover within "
-                f"{p.recovery_timeout_seconds:g} s: containment kept; run again to restore "
-                "once it is healthy",
-                plan=plan,
-                contained_after_seconds=seconds,
-            )
-        emit(RUNBOOK, "recovered", target, payload={"seconds": recovered_at})
-        if not p.restore:
-            return result(
-                "recovered",
-                Outcome.SUCCEEDED,
-                "contained and recovered; settings left contained (restore=false)",
-                plan=plan,
-                contained_after_seconds=seconds,
-                recovered_after_seconds=recovered_at,
-            )
 
-        # 5. restore, newest rung first, watching each step for a relapse
-        stage, reason = _restore(run, callers, dependencies)
-        outcome = Outcome.SUCCEEDED if stage == "restored" else Outcome.FAILED
-        return result(
-            stage,
-            outcome,
-            reason,
-            plan=plan,
-            contained_after_seconds=seconds,
-            recovered_after_seconds=recovered_at,
-        )
+def _contained(m: Measurement, acted: frozenset[str], p: RetryStormParams) -> bool | None:
+    """True when nothing storms and every caller acted on has data; None: look again."""
+    seen = {s.caller for s in m.signals}
+    if not acted <= seen:
+        return None  # no data for a caller we changed: no verdict (never "contained")
+    return True if not storming(m.signals, p.thresholds) else None
+
+
+def _kill_switch(run: _Run, m: Measurement) -> Measurement | None:
+    """Once contained: the breaker on for the callers of a dependency still failing at least
+    ``kill_switch_error_share`` of their calls, when that dependency is itself healthy
+    upstream (a root cause: its own calls, if it makes any, are not failing). The dependency
+    then gets time to recover; the breaker's half-open probes tell when it has."""
+    p = run.p
+    if p.kill_switch_error_share is None:
+        return None
+    failing = [s for s in m.signals if s.error_rate >= p.kill_switch_error_share]
+    failing_callers = {s.caller.partition("/")[2] for s in failing}
+    roots = [s for s in failing if s.dependency not in failing_callers]
+    if not roots:
+        return None
+    live = {s.caller: run.read(s.caller).document for s in roots}
+    plan = containment_plan(roots, live, run.effective({s.caller for s in roots}))
+    rung = next((r for r in plan.rungs if r.key == OPEN_BREAKER), None)
+    if rung is None:
+        return None  # the breaker is already on
+    run.timeline.add(
+        "kill-switch",
+        ", ".join(f"{s.dependency} fails {s.error_rate:.0%} of {s.caller}'s calls" for s in roots),
+    )
+    taken = run.apply(rung)
+    _, after, _ = watch(
+        run.prometheus, p, taken, judge=lambda m: True, for_seconds=p.verify_after_seconds
+    )
+    return after
 
 
 def _pair(s: Signal, p: RetryStormParams, storm: bool) -> PairReport:
@@ -332,75 +409,77 @@ def _pair(s: Signal, p: RetryStormParams, storm: bool) -> PairReport:
     )
 
 
-def _read(run: _Run, caller: str) -> Any:
-    namespace, name = run.p.config_map_of(caller)
-    return read_retry_config(run.k8s, namespace, name, run.p.config_key)
-
-
-def _no_storm(run: _Run, first: Measurement, result: Any) -> RetryStormResult:
-    """No storm. Settings an earlier run left contained are restored once the calls succeed;
-    otherwise nothing changes."""
+def _no_storm(run: _Run, first: Measurement) -> RetryStormResult:
+    """No storm. Settings an earlier run left contained (its annotation says so) are restored
+    once the calls succeed; otherwise nothing changes."""
     p = run.p
     left: dict[str, SettingsChange] = {}
     for caller in sorted({s.caller for s in first.signals}):
         try:
-            config = _read(run, caller)
-        except RunbookError:
+            config = run.read(caller)
+        except NotFoundError:
             continue  # a caller without our ConfigMap was never contained by us
+        except RunbookError as exc:
+            return run.result(
+                "failed", Outcome.FAILED, f"no storm, but cannot read {caller}'s settings: {exc}"
+            )
         if config.original is not None:
             change = restore_change(caller, config.document, config.original, RETRY_FIELDS)
             if change is not None:
                 left[caller] = change
-    ratio = f"{p.thresholds.retry_ratio:.0%}"
     if not left:
-        return result(
+        return run.result(
             "no-storm",
             Outcome.NO_CHANGE,
-            f"no storm: no caller retries more than {ratio} of its requests over {p.window} "
-            "(with at least "
-            f"{p.thresholds.min_request_rate:g} calls/s); nothing changed",
+            f"no storm: no caller retries more than {p.thresholds.retry_ratio:.0%} of its "
+            f"requests over {p.window} (with at least {p.thresholds.min_request_rate:g} "
+            "calls/s); nothing changed",
         )
     callers = tuple(left)
     run.timeline.add("leftover", f"contained settings from an earlier run: {', '.join(callers)}")
     if p.dry_run:
-        return RetryStormResult.for_dry_run(
-            run.timeline, runbook=RUNBOOK, target=run.target,
-            stage="planned", pairs=(),
-        )  # fmt: skip
-    dependencies = {s.dependency for s in first.signals if s.caller in left}
-    if _wait_recovered(run, callers) is None:
-        return result(
-            "contained",
-            Outcome.FAILED,
-            f"no storm, but {', '.join(callers)} still fail: their contained settings are kept",
-        )
-    stage, reason = _restore(run, callers, dependencies, extra=tuple(left.values()))
-    return result(stage, Outcome.SUCCEEDED if stage == "restored" else Outcome.FAILED, reason)
+        return run.result("planned", Outcome.DRY_RUN, "dry run: leftovers found, nothing changed")
+    try:
+        if not _wait_recovered(run, callers):
+            return run.result(
+                "contained",
+                Outcome.FAILED,
+                f"no storm, but {', '.join(callers)} still fail: their contained settings are kept",
+            )
+        dependencies = {s.dependency for s in first.signals if s.caller in left}
+        stage, reason = _restore(run, callers, dependencies, extra=tuple(left.values()))
+    except RunbookError as exc:
+        return run.result("failed", Outcome.FAILED, f"restoring the leftovers failed: {exc}")
+    return run.result(stage, Outcome.SUCCEEDED if stage == "restored" else Outcome.FAILED, reason)
 
 
-def _wait_recovered(run: _Run, callers: tuple[str, ...]) -> float | None:
-    """Seconds since the start when the callers' calls had succeeded ``recovered_intervals``
-    measurements in a row; ``None`` at the timeout."""
+def _wait_recovered(run: _Run, callers: tuple[str, ...]) -> bool:
+    """The callers' calls succeeded over ``recovered_intervals`` consecutive, non-overlapping
+    windows; False at the timeout. A failed measurement counts as not healthy (and resets the
+    count) rather than ending the run: Prometheus may blip during a long wait."""
     p = run.p
     deadline = time.monotonic() + p.recovery_timeout_seconds
+    interval = max(p.poll_seconds, window_seconds(p.recovery_window))
     streak = 0
     while time.monotonic() < deadline:
-        m = measure(run.prometheus, p, p.recovery_window)
-        if healthy(m, callers, p.thresholds):
-            streak += 1
-            if streak >= p.thresholds.recovered_intervals:
-                at = run.elapsed()
-                run.timeline.add(
-                    "recovered",
-                    f"errors at or under {p.thresholds.recovered_error_rate:.0%} for "
-                    f"{streak} intervals in a row, {at:g} s after the start",
-                )
-                return at
-        else:
-            streak = 0
-        time.sleep(p.poll_seconds)
+        try:
+            ok = healthy(measure(run.prometheus, p, p.recovery_window), callers, p.thresholds)
+        except RunbookError as exc:
+            run.timeline.add("recovering", f"cannot measure ({exc}); still waiting", ok=False)
+            ok = False
+        streak = streak + 1 if ok else 0
+        if streak >= p.thresholds.recovered_intervals:
+            run.recovered_after = run.elapsed()
+            run.timeline.add(
+                "recovered",
+                f"errors at or under {p.thresholds.recovered_error_rate:.0%} for {streak} "
+                f"intervals of {p.recovery_window} in a row, {run.recovered_after:g} s after "
+                "the start",
+            )
+            return True
+        time.sleep(interval)
     run.timeline.add("recovered", f"not within {p.recovery_timeout_seconds:g} s", ok=False)
-    return None
+    return False
 
 
 def _restore(
@@ -412,9 +491,11 @@ def _restore(
     """Undo this run's rungs newest first, then whatever an earlier run left; after each step,
     watch for a relapse and, on one, re-apply that step and stop."""
     p = run.p
-    steps = [(f"restore {r.key}", r.undo()) for r in reversed(run.rungs)]
+    steps: list[tuple[str, tuple[SettingsChange, ...], Rung | None]] = [
+        (f"restore {r.key}", r.undo(), r) for r in reversed(list(run.in_force))
+    ]
     if extra:
-        steps.append(("restore original", extra))
+        steps.append(("restore original", extra, None))
 
     def relapsed(m: Measurement) -> bool | None:
         if storming([s for s in m.signals if s.caller in callers], p.thresholds):
@@ -422,37 +503,42 @@ def _restore(
         return False if healthy(m, callers, p.thresholds) is False else None
 
     last: Measurement | None = None
-    for name, changes in steps:
+    for name, changes, rung in steps:
         taken = run.change(name, changes)
+        if rung is not None:
+            run.in_force.remove(rung)
         verdict, m, _ = watch(
             run.prometheus, p, taken, judge=relapsed, for_seconds=p.relapse_watch_seconds
         )
         last = m or last
         if verdict is False:
             run.change(f"re-apply after relapse ({name})", reverse(changes))
+            if rung is not None:
+                run.in_force.append(rung)
             emit(RUNBOOK, "relapsed", run.target, payload={"step": name, "callers": callers})
             return "relapsed", f"relapse after '{name}': that step re-applied, restoring stopped"
     run.note_load("restored", last, dependencies)
-    emit(RUNBOOK, "restored", run.target, payload={"steps": [n for n, _ in steps]})
+    emit(RUNBOOK, "restored", run.target, payload={"steps": [n for n, _, _ in steps]})
     return "restored", "storm contained, dependency recovered, original settings restored"
 
 
-def _step_failed(
-    run: _Run,
-    rung: Rung,
-    exc: Exception,
-    result: Any,
-    plan: ContainmentPlan,
-    *,
-    applied: bool = False,
-) -> RetryStormResult:
+def _step_failed(run: _Run, rung: Rung, exc: RunbookError) -> RetryStormResult:
     """A rung could not be applied (its own partial writes are already undone): keep or undo the
     earlier rungs, as ``on_step_failure`` says, and report which."""
-    earlier = [r.key for r in run.rungs]
-    if run.p.on_step_failure == "undo" and run.rungs:
-        for done in reversed(list(run.rungs)):
-            run.change(f"undo {done.key}", done.undo())
-        run.rungs.clear()
+    earlier = [r.key for r in run.in_force]
+    if run.p.on_step_failure == "undo" and run.in_force:
+        try:
+            for done in reversed(list(run.in_force)):
+                run.change(f"undo {done.key}", done.undo())
+                run.in_force.remove(done)
+        except RunbookError as undo_error:
+            kept = ", ".join(r.key for r in run.in_force)
+            return run.result(
+                "failed",
+                Outcome.FAILED,
+                f"step {rung.key} failed ({exc}); undoing the earlier steps failed too "
+                f"({undo_error}): still in force: {kept}",
+            )
         decision = f"earlier step(s) {', '.join(earlier)} undone (on_step_failure=undo)"
         outcome = Outcome.ROLLED_BACK
     elif earlier:
@@ -461,5 +547,4 @@ def _step_failed(
     else:
         decision = "nothing else had been changed"
         outcome = Outcome.FAILED
-    what = f"planning the step after {rung.key}" if applied else f"step {rung.key}"
-    return result("failed", outcome, f"{what} failed ({exc}); {decision}", plan=plan)
+    return run.result("failed", outcome, f"step {rung.key} failed ({exc}); {decision}")

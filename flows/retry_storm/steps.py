@@ -31,6 +31,7 @@ from runbooks.alerts import (
     error_share_query,
     request_rate_query,
     retry_rate_query,
+    retry_reloads_query,
     retry_setting_query,
 )
 from runbooks.errors import UnavailableError
@@ -63,6 +64,11 @@ def measure(prometheus: HttpService, params: RetryStormParams, window: str) -> M
     )
 
 
+def window_seconds(window: str) -> float:
+    """A PromQL duration of one unit (``30s``, ``5m``, ``1h``) in seconds."""
+    return float(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
+
+
 def window_since(seconds: float) -> str:
     """A PromQL range covering the last ``seconds`` (whole seconds, rounded down, at least 1)."""
     return f"{max(1, math.floor(seconds))}s"
@@ -74,15 +80,25 @@ def pod_gauges(prometheus: HttpService, caller: str) -> dict[str, dict[str, floa
     out: dict[str, dict[str, float]] = {}
     for field in RETRY_SETTING_GAUGES:
         promql = f'{retry_setting_query(field)}{{namespace="{namespace}",role="{role}"}}'
-        out[field] = {
-            s.labels.get("pod", s.labels.get("instance", "?")): s.value
-            for s in query_vector(prometheus, promql)
-        }
+        out[field] = {_pod(s): s.value for s in query_vector(prometheus, promql)}
     return out
 
 
-def baseline_of(gauges: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """One value per gauged field (the pods agree in a steady state; the most common wins)."""
+def pod_reloads(prometheus: HttpService, caller: str) -> dict[str, float]:
+    """Each pod's count of retry-config files taken."""
+    namespace, _, role = caller.partition("/")
+    return {
+        _pod(s): s.value for s in query_vector(prometheus, retry_reloads_query(namespace, role))
+    }
+
+
+def _pod(sample: Sample) -> str:
+    return sample.labels.get("pod", sample.labels.get("instance", "?"))
+
+
+def effective_of(gauges: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """One value per gauged field, the settings in force (pods of a role agree in a steady
+    state; when they do not, the most common value)."""
     out: dict[str, float] = {}
     for field, pods in gauges.items():
         values = list(pods.values())
@@ -98,37 +114,43 @@ class NotTakenError(UnavailableError):
 def wait_taken(
     prometheus: HttpService,
     changes: Sequence[SettingsChange],
-    baselines: Mapping[str, Mapping[str, float]],
+    reloads_before: Mapping[str, Mapping[str, float]],
     params: RetryStormParams,
     *,
     clock: Clock = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> float:
-    """Poll until every pod of every changed caller reports the new settings; the clock then.
+    """Poll until every pod of every changed caller has taken the new file (its reload count
+    moved since ``reloads_before``, or it is a new pod) and reports the values set; the clock
+    then. ``NotTakenError`` after ``apply_timeout_seconds``, naming the pods still behind.
 
-    ``NotTakenError`` after ``apply_timeout_seconds``, naming the pods still on old values.
+    Why the reload count and not the gauges alone: a field set back to "absent" reads whatever
+    the pod's env or default is, which the runbook cannot know, and a scrape from before the
+    reload can match by chance. The count moves only when the pod has read the new file.
+    (The shop re-reads its file on use: a pod with no traffic takes it at its next call.)
     """
     deadline = clock() + params.apply_timeout_seconds
-    wanted = {
-        c.caller: expected_gauges(c.after, baselines.get(c.caller, {}), RETRY_SETTING_GAUGES)
-        for c in changes
-    }
+    wanted = {c.caller: expected_gauges(c.after, {}, RETRY_SETTING_GAUGES) for c in changes}
     while True:
         lagging = []
         for caller, expected in wanted.items():
-            gauges = pod_gauges(prometheus, caller)
-            pods = set().union(*(gauges[f].keys() for f in expected)) if expected else set()
-            if not pods and expected:
-                lagging.append(f"{caller} (no pod reports its settings)")
+            reloads = pod_reloads(prometheus, caller)
+            before = reloads_before.get(caller, {})
+            if not reloads:
+                lagging.append(f"{caller} (no pod reports its retry-config reloads)")
+            stale = sorted(pod for pod, n in reloads.items() if before.get(pod) == n)
+            if stale:
+                lagging.append(f"{caller} pods {', '.join(stale)} (not reloaded)")
+            gauges = pod_gauges(prometheus, caller) if expected else {}
             for field, value in expected.items():
-                wrong = sorted(p for p in pods if gauges[field].get(p) != value)
+                wrong = sorted(p for p in reloads if gauges[field].get(p) != value)
                 if wrong:
                     lagging.append(f"{caller} pods {', '.join(wrong)} ({field} != {value:g})")
         if not lagging:
             return clock()
         if clock() >= deadline:
             raise NotTakenError(
-                f"within {params.apply_timeout_seconds:g} s the pods did not report the new retry "
+                f"within {params.apply_timeout_seconds:g} s the pods did not take the new retry "
                 f"settings: {'; '.join(lagging)}; check that they mount the ConfigMap and "
                 "reload it"
             )
@@ -141,13 +163,16 @@ def write_changes(
     changes: Sequence[SettingsChange],
     done: list[SettingsChange],
 ) -> list[ConfigWrite]:
-    """Write each change, appending it to ``done`` once written (so a failure part-way knows
-    exactly what to undo or keep)."""
+    """Write each change, appending it to ``done`` once *we* wrote it (a change found already
+    in force is someone else's, not ours to undo), so a failure part-way knows exactly what
+    to undo or keep."""
     writes = []
     for change in changes:
         namespace, name = params.config_map_of(change.caller)
-        writes.append(change_retry_config(kubernetes, namespace, name, params.config_key, change))
-        done.append(change)
+        write = change_retry_config(kubernetes, namespace, name, params.config_key, change)
+        writes.append(write)
+        if write.changed:
+            done.append(change)
     return writes
 
 
