@@ -6,7 +6,8 @@
 - :class:`AwsTarget` — an AWS region and credentials (or a moto endpoint on loopback);
 - :class:`HttpService` — an HTTP service to call or health-check;
 - :class:`DatabaseTarget` — a service's database (SQLite or PostgreSQL) for migrations;
-- :class:`TraceBackend` — a trace backend's query API (Jaeger ``/api/v3``) to read spans from.
+- :class:`TraceBackend` — a trace backend's query API (Jaeger ``/api/v3``) to read spans from;
+- :class:`SlackIncomingWebhook` — a Slack incoming webhook (its URL a secret) for outcomes.
 
 Rules of the package (so blocks stay safe to load anywhere, including the Prefect UI's workers):
 
@@ -27,6 +28,14 @@ from blocks.aws import AwsTarget
 from blocks.database import DatabaseTarget
 from blocks.http import HttpService
 from blocks.kubernetes import KubernetesTarget
+from blocks.slack import SlackIncomingWebhook
 from blocks.traces import TraceBackend
 
-__all__ = ["AwsTarget", "DatabaseTarget", "HttpService", "KubernetesTarget", "TraceBackend"]
+__all__ = [
+    "AwsTarget",
+    "DatabaseTarget",
+    "HttpService",
+    "KubernetesTarget",
+    "SlackIncomingWebhook",
+    "TraceBackend",
+]

@@ -225,6 +225,27 @@ def contained(signals: Iterable[Signal], callers: Iterable[str], thresholds: Thr
     return not storming([s for s in signals if s.caller in wanted], thresholds)
 
 
+def contained_verdict(
+    signals: Sequence[Signal], acted: Iterable[str], thresholds: Thresholds
+) -> bool | None:
+    """After a rung: True when no pair storms *and* every caller acted on has data; ``None``
+    (look again) otherwise. No data is never "contained": a window too short for two scrapes
+    returns nothing, and an empty answer must not end the incident."""
+    seen = {s.caller for s in signals}
+    if not set(acted) <= seen:
+        return None
+    return True if not storming(signals, thresholds) else None
+
+
+def kill_switch_targets(signals: Iterable[Signal], error_share: float) -> tuple[Signal, ...]:
+    """The pairs whose dependency fails at least ``error_share`` of the calls *and* is a root
+    cause: a dependency that is itself a failing caller (checkout failing because payments
+    fails) is a victim, and a breaker in front of it would only hide where the fault is."""
+    failing = [s for s in signals if s.error_rate >= error_share]
+    failing_roles = {s.caller.partition("/")[2] for s in failing}
+    return tuple(s for s in failing if s.dependency not in failing_roles)
+
+
 def recovered(error_rates: Sequence[float], thresholds: Thresholds) -> bool:
     """The dependency's last ``recovered_intervals`` error shares are all at or under the bar."""
     tail = list(error_rates)[-thresholds.recovered_intervals :]

@@ -222,6 +222,23 @@ CATALOGUE: dict[str, Runbook] = {
             ),
         ),
         Runbook(
+            name="apply-scaling",
+            description="Set each service's HPA minReplicas (or KEDA cron triggers) to this "
+            "hour's planned minimum from load-forecast's schedules.",
+            flow="flows.apply_scaling:apply_scaling",
+            params_model="decisions.load_forecast:ApplyScalingParams",
+            blocks=(
+                BlockParam(
+                    "kubernetes",
+                    "blocks.kubernetes:KubernetesTarget",
+                    "kubernetes-target",
+                    required=True,
+                    default="kubernetes-target/sandbox",
+                    description="the cluster whose autoscalers follow the schedules",
+                ),
+            ),
+        ),
+        Runbook(
             name="retry-storm",
             description="Detect a retry storm from Prometheus, contain it step by step in the "
             "callers' retry settings (budget, retries off, breaker), wait for recovery, restore.",
@@ -260,23 +277,6 @@ CATALOGUE: dict[str, Runbook] = {
                     required=True,
                     default="http-service/sandbox-prometheus",
                     description="the Prometheus whose firing alerts are forwarded",
-                ),
-            ),
-        ),
-        Runbook(
-            name="apply-scaling",
-            description="Set each service's HPA minReplicas (or KEDA cron triggers) to this "
-            "hour's planned minimum from load-forecast's schedules.",
-            flow="flows.apply_scaling:apply_scaling",
-            params_model="decisions.load_forecast:ApplyScalingParams",
-            blocks=(
-                BlockParam(
-                    "kubernetes",
-                    "blocks.kubernetes:KubernetesTarget",
-                    "kubernetes-target",
-                    required=True,
-                    default="kubernetes-target/sandbox",
-                    description="the cluster whose autoscalers follow the schedules",
                 ),
             ),
         ),
@@ -525,10 +525,15 @@ class Launched:
 
 
 def run_in_process(entry: Runbook, params: BaseModel, blocks: Mapping[str, Any]) -> Launched:
-    """Run the flow here, against the configured Prefect API; never raises the flow's error."""
+    """Run the flow here, against the configured Prefect API; never raises the flow's error.
+
+    The run is tagged ``runbooks``, as the deployments' runs are, so the automations that
+    notify on failed runs see it too."""
+    from prefect import tags
     from prefect.utilities.urls import url_for
 
-    state = entry.flow_function()(params=params, **blocks, return_state=True)
+    with tags("runbooks"):
+        state = entry.flow_function()(params=params, **blocks, return_state=True)
     run_id = state.state_details.flow_run_id
     ui_url = url_for("flow-run", obj_id=run_id) if run_id is not None else None
     try:

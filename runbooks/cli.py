@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -189,6 +190,12 @@ _BLOCK = typer.Option(
 _PARAMS_FILE = typer.Option(
     None, "--params-file", help="JSON or YAML file of parameters; --param wins over it."
 )
+_SERVE_PARAMS_FILE = typer.Option(
+    None,
+    "--params-file",
+    help="JSON/YAML mapping runbook -> its params default, e.g. regional-health: {...}; a "
+    "paused schedule (load-forecast, select-regions, regional-health) starts with it.",
+)
 
 
 @app.command()
@@ -238,6 +245,80 @@ def run(
     else:
         typer.echo("\n".join(catalogue.summary_lines(result, launched.ui_url)))
     raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def serve(
+    limit: int | None = typer.Option(
+        None, min=1, help="Flow runs executing at once in this process (default: no limit)."
+    ),
+    block: list[str] | None = _BLOCK,
+    params_file: Path | None = _SERVE_PARAMS_FILE,
+    state: Path | None = _STATE_DIR,
+) -> None:
+    """Register every runbook's deployment (schedules, tags, concurrency) and serve them here:
+    scheduled runs, and runs from the UI, chat-ops and automations, execute in this process
+    until Ctrl-C."""
+    from deployments.serve import serve_all
+    from runbooks import catalogue
+    from runbooks.errors import RunbookError
+
+    try:
+        overrides = dict(_pair(choice) for choice in block or ())
+        params = catalogue.read_params_file(params_file) if params_file else None
+    except (catalogue.CatalogueError, ValueError) as exc:
+        _fail(str(exc), 2)
+    root = Path(__file__).resolve().parent.parent
+    os.chdir(root)  # Prefect records each flow's file relative to the working directory
+    with _prefect_api(state):
+        try:
+            serve_all(limit, block_overrides=overrides, params=params)
+        except (catalogue.CatalogueError, RunbookError) as exc:
+            _fail(str(exc), 2)
+
+
+def _pair(choice: str) -> tuple[str, str]:
+    name, sep, value = choice.partition("=")
+    if not sep or not name or not value:
+        raise ValueError(f"--block takes PARAM=SAVED (e.g. kubernetes=prod), got {choice!r}")
+    return name, value
+
+
+@app.command()
+def chatops(
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Interface to listen on (loopback by default; put a TLS proxy in front before "
+        "exposing it to Slack).",
+    ),
+    port: int = typer.Option(8787, min=1, max=65535, help="Port to listen on."),
+    block: str = typer.Option("default", "--block", help="Saved chatops-settings block to use."),
+    state: Path | None = _STATE_DIR,
+) -> None:
+    """Serve the chat-ops endpoint: Slack slash commands (POST /slack/commands) and a JSON API
+    (POST /api/commands, bearer token) that start runbook deployments and answer approvals."""
+    with _prefect_api(state):
+        import httpx
+        from prefect.settings import PREFECT_API_URL
+
+        from chatops.config import ChatOpsSettings
+        from chatops.server import serve
+
+        try:
+            settings = ChatOpsSettings.load(block)
+        except httpx.HTTPError as exc:
+            _fail(f"cannot reach the Prefect API at {PREFECT_API_URL.value()}: {exc}", 2)
+        except ValueError as exc:
+            _fail(
+                f"cannot load the chatops-settings block {block!r} ({exc}); save one with "
+                f"ChatOpsSettings(...).save({block!r}) or the Prefect UI's Blocks page",
+                2,
+            )
+        typer.echo(
+            f"chat-ops on http://{host}:{port} (POST /slack/commands, POST /api/commands)",
+            err=True,
+        )
+        serve(host, port, settings)
 
 
 def _trace_command(ctx: typer.Context) -> None:

@@ -22,8 +22,10 @@ from decisions.retry_storm import (
     Rung,
     SettingsChange,
     Signal,
+    contained_verdict,
     containment_plan,
     healthy,
+    kill_switch_targets,
     load_reduction_percent,
     reverse,
     storming,
@@ -290,7 +292,7 @@ def _contain_recover_restore(run: _Run, first: Measurement) -> RetryStormResult:
             run.prometheus,
             p,
             taken,
-            judge=lambda m, acted=acted: _contained(m, acted, p),
+            judge=lambda m, acted=acted: contained_verdict(m.signals, acted, p.thresholds),
             for_seconds=p.settle_seconds,
         )
         latest = m or latest
@@ -359,14 +361,6 @@ def _contain_recover_restore(run: _Run, first: Measurement) -> RetryStormResult:
     return run.result(stage, Outcome.SUCCEEDED if stage == "restored" else Outcome.FAILED, reason)
 
 
-def _contained(m: Measurement, acted: frozenset[str], p: RetryStormParams) -> bool | None:
-    """True when nothing storms and every caller acted on has data; None: look again."""
-    seen = {s.caller for s in m.signals}
-    if not acted <= seen:
-        return None  # no data for a caller we changed: no verdict (never "contained")
-    return True if not storming(m.signals, p.thresholds) else None
-
-
 def _kill_switch(run: _Run, m: Measurement) -> Measurement | None:
     """Once contained: the breaker on for the callers of a dependency still failing at least
     ``kill_switch_error_share`` of their calls, when that dependency is itself healthy
@@ -375,9 +369,7 @@ def _kill_switch(run: _Run, m: Measurement) -> Measurement | None:
     p = run.p
     if p.kill_switch_error_share is None:
         return None
-    failing = [s for s in m.signals if s.error_rate >= p.kill_switch_error_share]
-    failing_callers = {s.caller.partition("/")[2] for s in failing}
-    roots = [s for s in failing if s.dependency not in failing_callers]
+    roots = kill_switch_targets(m.signals, p.kill_switch_error_share)
     if not roots:
         return None
     live = {s.caller: run.read(s.caller).document for s in roots}

@@ -195,6 +195,8 @@ def test_list_names_the_runbooks() -> None:
         "tracing-rollout",
         "load-forecast",
         "apply-scaling",
+        "retry-storm",
+        "alert-bridge",
     ]
     assert "Health-gated blue-green rollout" in done.stdout.splitlines()[0]
 

@@ -181,6 +181,7 @@ def test_package_exports_every_block() -> None:
         "HttpService",
         "DatabaseTarget",
         "TraceBackend",
+        "SlackIncomingWebhook",
     }
 
 

@@ -29,6 +29,7 @@ from uuid import UUID
 
 import pytest
 import yaml
+from polling import wait_for
 
 from blocks.http import HttpService
 from decisions.alert_events import alert_event, firing_for_runbook
@@ -50,17 +51,6 @@ from tasks.alerts import read_alerts
 
 CALLER = {"namespace": "shop", "role": "checkout"}
 SHORT_FOR = "3s"
-
-
-def _wait_for(what: str, probe: Callable[[], Any], seconds: float) -> Any:
-    """``probe()``'s first truthy value, polled until ``seconds`` have passed."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
-        time.sleep(0.25)
 
 
 # --------------------------------------------------------------------------- real Prometheus
@@ -189,7 +179,7 @@ def test_bridge_forwards_the_firing_retry_storm_alerts_of_a_real_prometheus(
         found = firing_for_runbook(read_alerts.fn(block), alerts.RUNBOOK)
         return found if {a.alertname for a in found} == wanted else None
 
-    chosen = _wait_for("both retry-storm alerts firing", firing, 60)
+    chosen = wait_for("both retry-storm alerts firing", firing, 60)
     active = read_alerts.fn(block)
     assert "Watchdog" in {a.alertname for a in active}  # seen, not forwarded
     assert [alert_event(a).summary for a in chosen] == [
@@ -221,7 +211,7 @@ def test_bridge_forwards_the_firing_retry_storm_alerts_of_a_real_prometheus(
         found = _stored_events(ids)
         return found if len(found) == 2 else None
 
-    stored = _wait_for("both events stored", both_stored, 20)
+    stored = wait_for("both events stored", both_stored, 20)
     event = stored[UUID(storm.event_id)]
     assert event.event == "runbooks.alert.firing"
     assert event.resource.id == storm.resource_id
@@ -414,7 +404,7 @@ def test_automation_runs_retry_storm_once_per_storm(
     state.alerts = [_alert("DiskFull", datetime.now(UTC).isoformat(), mount="/var")]
     unrelated = alert_bridge(bridge_all, block)
     assert unrelated.events_emitted == 1
-    _wait_for(
+    wait_for(
         "unrelated event stored", lambda: _stored_events([UUID(unrelated.firing[0].event_id)]), 20
     )
     time.sleep(1)  # the triggers service saw it when the persister did; give it a moment more
@@ -425,7 +415,7 @@ def test_automation_runs_retry_storm_once_per_storm(
     state.alerts = [storm]
     fired = alert_bridge(bridge_all, block)
     assert fired.outcome is Outcome.SUCCEEDED
-    [run] = _wait_for("a retry-storm run", lambda: _flow_runs(retry_storm_deployment), 30)
+    [run] = wait_for("a retry-storm run", lambda: _flow_runs(retry_storm_deployment), 30)
     assert run.parameters == {
         "kubernetes": "from-the-deployment",
         "params": {"trigger": "retry_storm_detected: default/checkout -> payments"},
@@ -442,6 +432,6 @@ def test_automation_runs_retry_storm_once_per_storm(
     breaker_id = next(
         UUID(r.event_id) for r in later.firing if r.alertname != alerts.RETRY_STORM_ALERT
     )
-    _wait_for("breaker event stored", lambda: _stored_events([breaker_id]), 20)
+    wait_for("breaker event stored", lambda: _stored_events([breaker_id]), 20)
     time.sleep(2)  # the triggers service evaluates as events arrive; give it a moment more
     assert [r.id for r in _flow_runs(retry_storm_deployment)] == [run.id]

@@ -95,3 +95,52 @@ def test_contained_recovered_and_load_reduction() -> None:
     assert not recovered([0.0, float("nan"), 0.0], T)
     assert load_reduction_percent(10.0, 2.5) == pytest.approx(75.0)
     assert load_reduction_percent(0.0, 1.0) is None
+
+
+def test_contained_needs_data_for_every_caller_acted_on() -> None:
+    from decisions.retry_storm import contained_verdict
+
+    calm = signal(caller="shop/checkout", retries=0.5)
+    assert contained_verdict([calm], {"shop/checkout"}, T) is True
+    # the frontend was changed too but has no series yet: no verdict, never "contained"
+    assert contained_verdict([calm], {"shop/checkout", "shop/frontend"}, T) is None
+    assert contained_verdict([], {"shop/checkout"}, T) is None
+    # anything storming, acted on or not, keeps it open
+    storm = signal(caller="shop/edge", retries=40)
+    assert contained_verdict([calm, storm], {"shop/checkout"}, T) is None
+
+
+def test_the_kill_switch_targets_the_root_cause_only() -> None:
+    from decisions.retry_storm import kill_switch_targets
+
+    def pair(caller: str, dependency: str, error: float) -> Signal:
+        return Signal(
+            caller=caller, dependency=dependency, request_rate=5, retry_rate=0, error_rate=error
+        )
+
+    frontend = pair("shop/frontend", "checkout", 1.0)  # checkout fails because payments does
+    checkout = pair("shop/checkout", "payments", 0.95)
+    assert kill_switch_targets([frontend, checkout], 0.9) == (checkout,)
+    assert kill_switch_targets([frontend, pair("shop/checkout", "payments", 0.5)], 0.9) == (
+        frontend,
+    )
+    assert kill_switch_targets([pair("shop/checkout", "payments", 0.2)], 0.9) == ()
+
+
+def test_tighten_never_loosens_what_the_pods_have_in_force() -> None:
+    storm = [signal(retries=40)]
+    plan = containment_plan(
+        storm, {"shop/checkout": {}}, {"shop/checkout": {"max_attempts": 2, "budget_percent": 5}}
+    )
+    tighten = plan.rungs[0]
+    assert tighten.key == TIGHTEN
+    assert tighten.changes[0].after == {
+        "budget_percent": 5.0,
+        "budget_min_retries": 1,
+        "max_attempts": 2,
+    }
+    assert tighten.changes[0].before == {
+        "budget_percent": None,
+        "budget_min_retries": None,
+        "max_attempts": None,
+    }

@@ -1,0 +1,316 @@
+"""The deployments on the session's Prefect test server: ``register_all`` (what ``runbooks serve``
+registers) read back through the API, re-registered without change, refusals before anything is
+written, and ``prefect deploy --all`` of prefect.yaml in a subprocess.
+
+The blocks are the sandbox's, saved by ``sandbox.blocks_registration`` with endpoints nobody
+calls (a deployment stores a reference to a block, it never connects to what it describes)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from deployments.definitions import SPECS, DeploymentSpec
+from deployments.serve import register_all
+from runbooks.catalogue import BlockError, CatalogueError
+
+ROOT = Path(__file__).resolve().parents[2]
+ENDPOINTS = {
+    "kubeconfig": "/nowhere/kubeconfig",
+    "moto": "http://127.0.0.1:5000",
+    "traces": "http://127.0.0.1:16686",
+    "prometheus": "http://127.0.0.1:9090",
+}
+DEPLOY_TIMEOUT_SECONDS = 240
+
+
+def _client() -> Any:
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _ours() -> list[Any]:
+    """Every deployment of a runbook's flow on the server."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    names = [spec.runbook for spec in SPECS]
+    with _client() as client:
+        return client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=names)))
+
+
+def _delete_ours() -> None:
+    from prefect.exceptions import ObjectNotFound
+
+    with _client() as client:
+        for deployment in _ours():
+            with contextlib.suppress(ObjectNotFound):
+                client.delete_deployment(deployment.id)
+
+
+@pytest.fixture
+def block_ids(prefect_server: str) -> Iterator[dict[str, UUID]]:
+    """The sandbox's blocks saved: ``<type slug>/<name>`` -> block document id. No deployment
+    of ours before or after the test (the retry-storm automation's tests own theirs)."""
+    from prefect.blocks.core import Block
+
+    from sandbox.blocks_registration import main
+
+    _delete_ours()
+    ids = {}
+    for slug in main(ENDPOINTS):
+        block = Block.load(slug)
+        assert block._block_document_id is not None
+        ids[slug] = block._block_document_id
+    try:
+        yield ids
+    finally:
+        _delete_ours()
+
+
+def _read(spec: DeploymentSpec) -> Any:
+    with _client() as client:
+        return client.read_deployment_by_name(spec.full_name)
+
+
+def _limit(deployment: Any) -> int | None:
+    limit = deployment.global_concurrency_limit
+    return None if limit is None else limit.limit
+
+
+def _schedules(deployment: Any) -> list[tuple[str, str | None, bool]]:
+    return [(s.schedule.cron, s.schedule.timezone, s.active) for s in deployment.schedules]
+
+
+def test_register_all_creates_every_deployment_as_defined(block_ids: dict[str, UUID]) -> None:
+    ids = register_all()
+
+    assert len(ids) == len(SPECS)
+    for spec, deployment_id in zip(SPECS, ids, strict=True):
+        deployment = _read(spec)
+        assert deployment.id == deployment_id
+        assert deployment.description == spec.description
+        assert sorted(deployment.tags) == sorted(spec.tags)
+        assert (ROOT / deployment.entrypoint.partition(":")[0]).resolve() == (
+            ROOT / spec.entrypoint.partition(":")[0]
+        )
+        if spec.schedule is None:
+            assert deployment.schedules == []
+        else:
+            active = spec.schedule_active()
+            assert _schedules(deployment) == [(spec.schedule.cron, "UTC", active)]
+        if spec.concurrency is None:
+            assert deployment.global_concurrency_limit is None
+        else:
+            assert deployment.global_concurrency_limit.limit == spec.concurrency.limit
+            strategy = deployment.concurrency_options.collision_strategy
+            assert strategy.value == spec.concurrency.collision.value
+        blocks = {k: v for k, v in deployment.parameters.items() if k != "params"}
+        assert blocks == {
+            name: {"$ref": {"block_document_id": str(block_ids[slug])}}
+            for name, slug in spec.block_defaults().items()
+        }
+        if spec.params is None:
+            assert "params" not in deployment.parameters
+        else:
+            assert deployment.parameters["params"] == dict(spec.params)
+        assert "params" in deployment.parameter_openapi_schema["properties"]
+
+
+def test_the_issues_schedules_read_back_through_the_api(block_ids: dict[str, UUID]) -> None:
+    register_all()
+
+    def cron(runbook: str) -> list[tuple[str, str | None, bool]]:
+        with _client() as client:
+            return _schedules(client.read_deployment_by_name(f"{runbook}/{runbook}"))
+
+    assert cron("load-forecast") == [("0 2 * * *", "UTC", False)]  # needs the team's services
+    assert cron("apply-scaling") == [("5 * * * *", "UTC", True)]
+    assert cron("regional-health") == [("* * * * *", "UTC", False)]  # needs the regions
+    assert cron("select-regions") == [("0 3 * * 1", "UTC", False)]  # needs the access logs
+    assert cron("alert-bridge") == [("* * * * *", "UTC", True)]
+
+
+def test_registering_again_changes_nothing(block_ids: dict[str, UUID]) -> None:
+    first = register_all()
+    before = {d.id: d for d in _ours()}
+
+    assert register_all() == first
+    after = {d.id: d for d in _ours()}
+    assert sorted(after) == sorted(before) == sorted(first)
+    for deployment_id, deployment in after.items():
+        old = before[deployment_id]
+        assert _schedules(deployment) == _schedules(old)  # replaced, never added
+        same = ("name", "parameters", "tags", "description", "entrypoint", "concurrency_options")
+        assert {k: getattr(deployment, k) for k in same} == {k: getattr(old, k) for k in same}
+        assert _limit(deployment) == _limit(old)
+
+
+RUN_PARAMS = {
+    "blue-green": {"params": {"service": "shop", "image": "demo/shop:v2"}},
+    "retry-storm": {"params": {"trigger": "by hand"}},  # as its automation does
+    "apply-scaling": {},
+    "alert-bridge": {},
+}
+
+
+def test_a_run_can_be_started_from_the_deployments(block_ids: dict[str, UUID]) -> None:
+    """What the UI, chat-ops and the automations do; a block parameter the server could not tell
+    from a reference (KubernetesTarget) would make it refuse with HTTP 409."""
+    register_all()
+    for runbook, parameters in RUN_PARAMS.items():
+        _start_and_delete_a_run(f"{runbook}/{runbook}", parameters)
+
+
+def _start_and_delete_a_run(name: str, parameters: dict[str, Any]) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with _client() as client:
+        deployment = client.read_deployment_by_name(name)
+        run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+        try:
+            assert run.parameters == deployment.parameters | parameters
+        finally:
+            client.delete_flow_run(run.id)
+            wanted = FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+            assert client.read_flow_runs(flow_run_filter=wanted) == []
+
+
+def test_params_activate_a_schedule_that_needs_them(block_ids: dict[str, UUID]) -> None:
+    regions = {"regions": {"eu-west-1": "http://127.0.0.1:9/health"}}
+    register_all(params={"regional-health": regions})
+
+    deployment = _read(next(s for s in SPECS if s.runbook == "regional-health"))
+    assert deployment.parameters["params"] == regions
+    assert _schedules(deployment) == [("* * * * *", "UTC", True)]
+
+    register_all()  # without them: the definitions again, paused
+    deployment = _read(next(s for s in SPECS if s.runbook == "regional-health"))
+    assert "params" not in deployment.parameters
+    assert _schedules(deployment) == [("* * * * *", "UTC", False)]
+
+
+def test_bad_params_are_refused_before_anything_is_registered(
+    block_ids: dict[str, UUID],
+) -> None:
+    with pytest.raises(
+        CatalogueError,
+        match="params of apply-scaling: services: 'Not A Name' is not a service name",
+    ):
+        register_all(params={"apply-scaling": {"services": ["Not A Name"]}})
+    with pytest.raises(CatalogueError, match="retry-storm takes no params default"):
+        register_all(params={"retry-storm": {"trigger": "by hand"}})
+    assert _ours() == []
+
+
+def test_missing_blocks_are_refused_together_before_anything_is_registered(
+    block_ids: dict[str, UUID],
+) -> None:
+    with pytest.raises(BlockError) as refused:
+        register_all(block_overrides={"kubernetes": "not-saved"})
+    message = str(refused.value)
+    for runbook in ("blue-green", "tracing-rollout", "retry-storm", "apply-scaling"):
+        assert f"{runbook}: block kubernetes" in message
+    assert "no kubernetes-target/not-saved block is saved" in message
+    with pytest.raises(BlockError, match="no runbook has a block parameter kubernets"):
+        register_all(block_overrides={"kubernets": "sandbox"})
+    assert _ours() == []
+
+
+def test_a_slug_reference_loads_the_block_when_a_run_starts(block_ids: dict[str, UUID]) -> None:
+    """What prefect.yaml stores (``block_document_slug``) is resolved by the same Prefect code
+    that validates a flow run's parameters before the flow starts."""
+    from blocks import HttpService, KubernetesTarget
+    from flows.retry_storm import retry_storm
+
+    validated = retry_storm.validate_parameters(
+        {
+            "params": {},
+            "prometheus": {"$ref": {"block_document_slug": "http-service/sandbox-prometheus"}},
+            "kubernetes": {"$ref": {"block_document_slug": "kubernetes-target/sandbox"}},
+        }
+    )
+    assert isinstance(validated["kubernetes"], KubernetesTarget)
+    assert validated["kubernetes"].namespace == "default"
+    assert isinstance(validated["prometheus"], HttpService)
+    assert validated["prometheus"].base_url == ENDPOINTS["prometheus"]
+
+
+def test_prefect_deploy_all_of_prefect_yaml(
+    block_ids: dict[str, UUID], prefect_server: str
+) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with _client() as client:
+        for name, kind in (("runbooks-process", "process"), ("runbooks-kubernetes", "kubernetes")):
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_work_pool(WorkPoolCreate(name=name, type=kind))
+    env = os.environ | {
+        "PREFECT_API_URL": prefect_server,
+        "RUNBOOKS_IMAGE": "registry.example/runbooks:1.0",
+    }
+    env.pop("RUNBOOKS_HOME", None)
+    first = _prefect_deploy_all(env)
+    assert _prefect_deploy_all(env) == first  # updated in place: same ids, nothing added
+
+    deployed = {d.name: d for d in _ours()}
+    mutating = [s for s in SPECS if s.mutating]
+    assert sorted(deployed) == sorted(
+        [s.name for s in SPECS] + [f"{s.name}-kubernetes" for s in mutating]
+    )
+    for spec in SPECS:
+        process = deployed[spec.name]
+        assert process.work_pool_name == "runbooks-process"
+        assert process.entrypoint == spec.entrypoint
+        assert sorted(process.tags) == sorted(spec.tags)
+        if spec.schedule is None:
+            assert process.schedules == []
+        else:
+            active = spec.schedule_active()
+            assert _schedules(process) == [(spec.schedule.cron, "UTC", active)]
+        # references, not the blocks' data: no settings and no secrets in the deployment
+        for name, slug in spec.block_defaults().items():
+            assert process.parameters[name] == {"$ref": {"block_document_slug": slug}}
+        assert process.pull_steps == [
+            {
+                "prefect.deployments.steps.set_working_directory": {
+                    "directory": "{{ $RUNBOOKS_HOME }}"
+                }
+            }
+        ]
+    for spec in mutating:
+        cluster = deployed[f"{spec.name}-kubernetes"]
+        assert cluster.work_pool_name == "runbooks-kubernetes"
+        assert cluster.job_variables == {
+            "image": "registry.example/runbooks:1.0",
+            "namespace": "runbooks",
+        }
+        assert cluster.schedules == []
+        assert _limit(cluster) == 1
+    for runbook, parameters in RUN_PARAMS.items():
+        _start_and_delete_a_run(f"{runbook}/{runbook}", parameters)
+
+
+def _prefect_deploy_all(env: dict[str, str]) -> dict[str, UUID]:
+    """``prefect deploy --all`` from the repository root; deployment name -> id after it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEPLOY_TIMEOUT_SECONDS,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    deployed = _ours()
+    assert all(len(d.schedules) <= 1 for d in deployed)
+    return {d.name: d.id for d in deployed}
