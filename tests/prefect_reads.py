@@ -11,9 +11,10 @@ import time
 from runbooks.kit import artifact_key
 
 
-def event_names(runbook: str, target: str) -> list[str]:
+def event_names(runbook: str, target: str, *, until: str | None = None) -> list[str]:
     """The names of ``runbook``'s events about ``target``, newest first (polled: the server
-    stores events asynchronously)."""
+    stores events asynchronously, so an earlier event can be readable before a later one;
+    ``until`` polls until that event is among them, bounded like the rest)."""
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
@@ -23,11 +24,13 @@ def event_names(runbook: str, target: str) -> list[str]:
     )
     give_up = time.monotonic() + 10
     with get_client(sync_client=True) as client:
-        while not (found := list(client.read_events(filter=wanted, limit=10).events)):
+        while True:
+            found = [e.event for e in client.read_events(filter=wanted, limit=10).events]
+            if (found and until is None) or (until is not None and until in found):
+                return found
             if time.monotonic() > give_up:
-                return []
+                return found
             time.sleep(0.2)
-    return [event.event for event in found]
 
 
 def artifact_data(*key_parts: str) -> str:

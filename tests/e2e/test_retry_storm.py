@@ -127,9 +127,9 @@ def test_a_containment_step_failing_is_undone_or_kept_as_asked(
     kube_faults.delete("/_sandbox/faults").raise_for_status()
     # payments healed: a re-run finds no storm, but the settings the keep run left contained,
     # and restores them (to the original recorded in the annotation) once the calls succeed
-    calm = params.model_copy(update={"window": "8s"})
+    calm = params.model_copy(update={"window": "6s"})
     with RequestLoad(shop["frontend"].url, path="/buy?user=calm", rps=4, concurrency=4):
-        time.sleep(8)  # the window holds calm traffic only
+        time.sleep(6)  # the window holds calm traffic only
         rerun = retry_storm(calm, prometheus, k8s)
     after_rerun = _documents(k8s, params)
 
@@ -143,7 +143,8 @@ def test_a_containment_step_failing_is_undone_or_kept_as_asked(
     assert "kept (on_step_failure=keep)" in keep.reason
     assert all('"max_attempts": 3' in doc for doc in after_keep.values()), after_keep
     assert all(doc.endswith("+orig") for doc in after_keep.values()), after_keep
-    assert "runbooks.retry-storm.detected" in event_names("retry-storm", k8s.namespace)
+    detected = "runbooks.retry-storm.detected"
+    assert detected in event_names("retry-storm", k8s.namespace, until=detected)
     assert rerun.outcome is Outcome.SUCCEEDED, (rerun.reason, rerun.timeline)
     assert rerun.stage == "restored"
     assert after_rerun == {"frontend": "{}", "checkout": "{}"}

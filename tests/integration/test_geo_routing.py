@@ -284,7 +284,8 @@ def test_a_read_back_mismatch_restores_the_previous_records(zone: Zone) -> None:
     assert zone.records() == before
     assert zone.health_checks().keys() == checks_before.keys()
     assert time.monotonic() - started < 30
-    assert event_names("geo-routing", result.target)[0] == "runbooks.geo-routing.rolled-back"
+    rolled_back = "runbooks.geo-routing.rolled-back"
+    assert event_names("geo-routing", result.target, until=rolled_back)[0] == rolled_back
     steps = [entry.step for entry in result.timeline]
     assert steps.index("change") < steps.index("verify") < steps.index("restore")
 
