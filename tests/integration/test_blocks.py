@@ -31,7 +31,14 @@ from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
 import blocks
-from blocks import AwsTarget, DatabaseTarget, HttpService, KubernetesTarget, TraceBackend
+from blocks import (
+    AwsTarget,
+    DatabaseTarget,
+    HttpService,
+    KubernetesTarget,
+    SlackIncomingWebhook,
+    TraceBackend,
+)
 from blocks._logo import LOGO_PNG, LOGO_URL
 from runbooks.errors import InvalidRequestError
 
@@ -132,6 +139,12 @@ class _OfflineBlockSuite(BlockStandardTestSuite):
             yield
         finally:
             urllib.request.install_opener(None)  # back to the default opener
+
+
+class TestSlackIncomingWebhookStandard(_OfflineBlockSuite):
+    @pytest.fixture
+    def block(self) -> type[Block]:
+        return SlackIncomingWebhook
 
 
 class TestKubernetesTargetStandard(_OfflineBlockSuite):

@@ -13,14 +13,10 @@
 from __future__ import annotations
 
 import contextlib
-import email.message
-import io
 import json
 import logging
 import threading
 import time
-import urllib.request
-import urllib.response
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,10 +27,7 @@ from uuid import UUID
 import pytest
 from polling import wait_for
 from prefect import flow, tags
-from prefect.blocks.core import Block
-from prefect.testing.standard_test_suites import BlockStandardTestSuite
 
-from blocks._logo import LOGO_PNG, LOGO_URL
 from blocks.slack import SlackIncomingWebhook
 from deployments.automations import (
     FAILURE_NOTIFICATION_AUTOMATION,
@@ -225,39 +218,6 @@ def test_notify_outcome_by_block_name(receiver: Receiver, prefect_server: str) -
 def test_a_missing_block_is_false(prefect_server: str, caplog: pytest.LogCaptureFixture) -> None:
     assert notify_outcome(_result(), "never-saved") is False
     assert "no slack-incoming-webhook block named 'never-saved' is saved" in caplog.text
-
-
-# --------------------------------------------------------------------------- Prefect's block suite
-
-
-class _LogoHandler(urllib.request.BaseHandler):
-    """Answers the shipped logo for ``LOGO_URL`` (no network here)."""
-
-    handler_order = 100
-
-    def https_open(self, request: urllib.request.Request) -> urllib.response.addinfourl | None:
-        if request.full_url != LOGO_URL:
-            return None
-        headers = email.message.Message()
-        headers["Content-Type"] = "image/png"
-        headers["Content-Length"] = str(len(LOGO_PNG))
-        response = urllib.response.addinfourl(io.BytesIO(LOGO_PNG), headers, LOGO_URL, 200)
-        response.msg = "OK"
-        return response
-
-
-class TestSlackIncomingWebhookStandard(BlockStandardTestSuite):
-    @pytest.fixture(autouse=True)
-    def _serve_logo_offline(self) -> Iterator[None]:
-        urllib.request.install_opener(urllib.request.build_opener(_LogoHandler()))
-        try:
-            yield
-        finally:
-            urllib.request.install_opener(None)
-
-    @pytest.fixture
-    def block(self) -> type[Block]:
-        return SlackIncomingWebhook
 
 
 # --------------------------------------------------------------------------- the automations
