@@ -32,9 +32,12 @@ from blocks.http import HttpService
 from blocks.kubernetes import KubernetesTarget
 from decisions.retry_storm import RetryStormParams, storming
 from runbooks.errors import UnavailableError
+from runbooks.kit.events import read_event_names
+from runbooks.resilience import call_kubernetes
 from sandbox.showcase import FAULT_KEY, fault_config_map
 
 Say = Callable[[str], None]
+RUNBOOK = "retry-storm"
 
 DRILL_PARAMS = {
     "window": "20s",
@@ -92,10 +95,13 @@ def _round(value: float | None) -> float | None:
 def set_fault(k8s: KubernetesTarget, namespace: str, deployment: str, fault: dict) -> None:
     """Write the shop Deployment's fault ConfigMap (``{}``: healthy)."""
     with k8s.get_api_client() as api:
-        k8s.core_v1(api).patch_namespaced_config_map(
+        call_kubernetes(
+            f"write the fault of {namespace}/{deployment}",
+            k8s.core_v1(api).patch_namespaced_config_map,
             fault_config_map(deployment),
             namespace,
             {"data": {FAULT_KEY: json.dumps(fault) + "\n"}},
+            idempotent=True,
         )
 
 
@@ -187,26 +193,10 @@ def storm_incident(
         failed=incident.load.failed,
         restored_documents=documents,
         after_error_share=max(shares) if shares else None,
-        events=_event_names(namespace),
+        events=tuple(
+            sorted(read_event_names(RUNBOOK, namespace, until=f"runbooks.{RUNBOOK}.restored"))
+        ),
     )
-
-
-def _event_names(target: str) -> tuple[str, ...]:
-    """The names of the runbook's events about ``target`` (polled: stored asynchronously)."""
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
-
-    wanted = EventFilter(
-        event=EventNameFilter(prefix=["runbooks.retry-storm."]),
-        resource=EventResourceFilter(id=[f"runbooks.target.{target}"]),
-    )
-    deadline = time.monotonic() + 10
-    with get_client(sync_client=True) as client:
-        while True:
-            names = {e.event for e in client.read_events(filter=wanted, limit=50).events}
-            if "runbooks.retry-storm.restored" in names or time.monotonic() > deadline:
-                return tuple(sorted(names))
-            time.sleep(0.5)
 
 
 def wait_for_traffic(prometheus: HttpService, params: RetryStormParams) -> None:

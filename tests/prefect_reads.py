@@ -6,31 +6,14 @@ apply-scaling), which check what an operator would see, not only the returned re
 
 from __future__ import annotations
 
-import time
-
 from runbooks.kit import artifact_key
+from runbooks.kit.events import read_event_names
 
 
 def event_names(runbook: str, target: str, *, until: str | None = None) -> list[str]:
-    """The names of ``runbook``'s events about ``target``, newest first (polled: the server
-    stores events asynchronously, so an earlier event can be readable before a later one;
-    ``until`` polls until that event is among them, bounded like the rest)."""
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
-
-    wanted = EventFilter(
-        event=EventNameFilter(prefix=[f"runbooks.{runbook}."]),
-        resource=EventResourceFilter(id=[f"runbooks.target.{target}"]),
-    )
-    give_up = time.monotonic() + 10
-    with get_client(sync_client=True) as client:
-        while True:
-            found = [e.event for e in client.read_events(filter=wanted, limit=10).events]
-            if (found and until is None) or (until is not None and until in found):
-                return found
-            if time.monotonic() > give_up:
-                return found
-            time.sleep(0.2)
+    """The names of ``runbook``'s events about ``target``, newest first (polled; see
+    :func:`runbooks.kit.events.read_event_names`)."""
+    return read_event_names(runbook, target, until=until, limit=10)
 
 
 def artifact_data(*key_parts: str) -> str:

@@ -3,8 +3,9 @@ pod take them, judge a change over the time since it took effect, wait for healt
 
 Why a change is judged "since it took effect": ``rate(x[5m])`` still holds four minutes of storm
 after a fix, so a verdict over the alert's window would take minutes to turn. Once every pod
-reports the new settings (their gauges, at most a scrape later), the runbook measures over a
-range that starts after that moment and grows as it waits: only the new regime is in it.
+has taken the new settings (its reload counter moved, at most a scrape later), the runbook
+measures over a range that starts after that moment and grows as it waits: only the new
+regime is in it.
 """
 
 from __future__ import annotations

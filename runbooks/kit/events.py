@@ -102,3 +102,39 @@ def emit(
         payload=body,
         related=related_resources or None,
     )
+
+
+def read_event_names(
+    runbook: str,
+    target: str,
+    *,
+    until: str | None = None,
+    limit: int = 50,
+    seconds: float = 10.0,
+) -> list[str]:
+    """The names of ``runbook``'s events about ``target`` (as :func:`emit` sent them), newest
+    first, from the configured Prefect API.
+
+    Polled, bounded by ``seconds``: the server stores events asynchronously, so an earlier event
+    can be readable before a later one. Without ``until`` it returns as soon as any is stored;
+    with it, once that event name is among them (or what there is at the deadline).
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    event_name(runbook, "any")  # the same check of the runbook's name as emit's
+    wanted = EventFilter(
+        event=EventNameFilter(prefix=[f"runbooks.{runbook}."]),
+        resource=EventResourceFilter(id=[f"runbooks.target.{target}"]),
+    )
+    deadline = time.monotonic() + seconds
+    with get_client(sync_client=True) as client:
+        while True:
+            found = [e.event for e in client.read_events(filter=wanted, limit=limit).events]
+            if (found and until is None) or (until is not None and until in found):
+                return found
+            if time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
