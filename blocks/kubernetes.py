@@ -15,6 +15,9 @@ Why it is built this way:
   than building its client;
 - a missing kubeconfig or an unknown context is refused with one sentence naming the block field
   (``InvalidRequestError``), not a ``ConfigException`` about "kube-config/contexts list".
+- its JSON schema refuses a block reference as the block's own data (see
+  :meth:`KubernetesTarget.__get_pydantic_json_schema__`), so Prefect's server can enforce a flow's
+  parameter schema on deployments whose default is ``{"$ref": {"block_document_slug": ...}}``.
 
 ``kubernetes`` is imported inside the factories: importing it costs about a second (v37 builds
 pydantic models for every API type), and ``prefect block register -m blocks`` needs none of it.
@@ -22,14 +25,19 @@ pydantic models for every API type), and ``prefect block register -m blocks`` ne
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from prefect.blocks.core import Block
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, GetJsonSchemaHandler, field_validator, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from blocks._common import BLOCK_CONFIG, DOCUMENTATION_URL, LOGO
 from runbooks.errors import InvalidRequestError
@@ -45,6 +53,21 @@ if TYPE_CHECKING:
     )
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+_NOT_A_REFERENCE = "__not_a_block_reference__"
+
+REFERENCE_IS_NOT_BLOCK_DATA: Mapping[str, Any] = MappingProxyType(
+    {"if": {"required": ["$ref"]}, "then": {"required": [_NOT_A_REFERENCE]}}
+)
+"""JSON Schema keywords of the block: data with a ``$ref`` key is block data only if it also has
+a key no block data has, i.e. a reference (``{"$ref": {...}}``) never matches the block's schema.
+
+Why not the plainer ``"not": {"required": ["$ref"]}``: Prefect's server checks a deployment's
+parameters on creation against the raw schema with every ``required`` removed from nested objects
+(defaults may be partial) and with no reference alternative, so that form becomes ``"not": {}``
+there and refuses every value; this one becomes ``{"if": {}, "then": {}}`` and accepts the
+reference, as before. When a run is created (and a deployment updated), the server wraps the
+block's schema in ``oneOf`` with the reference, keeping ``required``, and this applies in full."""
 
 
 class KubernetesTarget(Block):
@@ -134,6 +157,27 @@ class KubernetesTarget(Block):
                 "set either in_cluster or a kubeconfig"
             )
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The block's schema, with :data:`REFERENCE_IS_NOT_BLOCK_DATA` added to it.
+
+        Why: Prefect's server checks a block parameter of a run as ``oneOf`` the block's schema
+        and a reference (``{"$ref": ...}``). Every field of this block has a default and, like
+        every block, it allows extra keys, so a reference matched both and the server refused
+        every run of a deployment whose default is a reference (HTTP 409 "valid under each of").
+
+        The keywords go into the model's own schema (inline, or the definition that a flow's
+        parameter schema points at) beside Prefect's ``block_type_slug``, which is what the UI
+        looks for to offer a block picker; the UI ignores ``if``/``then``.
+        """
+        json_schema = handler(core_schema)
+        handler.resolve_ref_schema(json_schema).update(
+            copy.deepcopy(dict(REFERENCE_IS_NOT_BLOCK_DATA))
+        )
+        return json_schema
 
     def get_api_client(self) -> ApiClient:
         """A new ``ApiClient`` for this cluster; close it (or use ``with``) when done.

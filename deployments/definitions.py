@@ -36,15 +36,17 @@ Conventions:
   those scheduled every minute take one run at a time and cancel the newcomer (``limit=1``,
   ``CANCEL_NEW``): a slow probe must not pile runs up behind it, the next minute's run will look
   again anyway.
-- **Parameter checks.** The Prefect API checks a run's parameters against the flow's schema
-  before creating it, except for deployments with a ``KubernetesTarget`` parameter, where
-  Prefect's check cannot tell a block reference from the block (:func:`parameter_schema_enforced`);
-  their flows still validate ``params`` when the run starts.
+- **Parameter checks.** Every deployment has the Prefect API check a run's parameters against
+  the flow's schema before creating it (``enforce_parameter_schema``), so a bad parameter from
+  the UI, chat-ops or an automation is refused at once with HTTP 409 naming the field, rather
+  than by a run that fails when it starts. Block parameters default to references
+  (``{"$ref": ...}``), which the check tells from a block's own data through the block's schema
+  (``blocks.kubernetes.REFERENCE_IS_NOT_BLOCK_DATA`` for ``KubernetesTarget``, whose fields all
+  have defaults).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -274,6 +276,7 @@ def runner_deployments(
     refused here, all of them in one ``BlockError``, before anything is registered.
     """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     choices = _block_choices(block_overrides or {})
@@ -312,29 +315,13 @@ def runner_deployments(
                 parameters=parameters,
                 schedules=schedules or None,
                 concurrency_limit=limit,
-                enforce_parameter_schema=parameter_schema_enforced(item),
+                enforce_parameter_schema=True,
+                # imported as a module (flows.select_regions), not loaded from its file: a run's
+                # persisted result then names classes anyone importing the package can load
+                entrypoint_type=EntrypointType.MODULE_PATH,
             )
         )
     return deployments
-
-
-def parameter_schema_enforced(item: DeploymentSpec) -> bool:
-    """Whether the Prefect API may check run parameters against the flow's schema (imports the
-    block classes).
-
-    Not when a block parameter's type has no required field (``KubernetesTarget``): the server
-    accepts a block parameter as the block's data *or* a ``{"$ref": ...}`` reference, checked as
-    ``oneOf`` the two, and a block whose fields all have defaults (and which, like every Prefect
-    block, allows extra keys) matches a reference as well, so the server refuses every run of
-    the deployment (HTTP 409 "valid under each of") and every update of it. The flow still
-    validates its parameters when the run starts, before any step, naming the field.
-    """
-    for block in catalogue.runbook(item.runbook).blocks:
-        module, _, name = block.block_class.partition(":")
-        block_class = getattr(importlib.import_module(module), name)
-        if not block_class.model_json_schema().get("required"):
-            return False
-    return True
 
 
 def _block_choices(overrides: Mapping[str, str]) -> dict[str, dict[str, str | None]]:

@@ -7,8 +7,14 @@ Two ways to use :mod:`deployments.definitions`:
   process. It blocks until interrupted (Ctrl-C); on the way out Prefect pauses the schedules it
   served, so no runs pile up for a runner that is gone.
 - :func:`register_all` only registers them (create or update by name, idempotent: the same ids,
-  the schedules replaced rather than added), for tests and for ``runbooks demo``, which runs
-  the flows itself.
+  the schedules replaced rather than added), for tests and for tools that run the flows
+  elsewhere.
+
+:func:`run_and_wait` starts one run of a runbook's deployment and waits for its end, the way a
+person clicking "Run" in the UI would, and gives what the run returned (``runbooks demo`` runs
+every runbook so, through the deployments it serves). The result is read from the run's
+persisted result, so the serving process must persist results where this one reads them
+(``PREFECT_RESULTS_PERSIST_BY_DEFAULT`` and ``PREFECT_LOCAL_STORAGE_PATH``).
 
 Both talk to the configured Prefect API (``PREFECT_API_URL``) with a bounded per-call timeout,
 and refuse missing blocks before registering anything (:func:`runner_deployments`). Run them from
@@ -18,13 +24,18 @@ the repository root: Prefect records each flow's file relative to the working di
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import httpx
 
 from deployments.definitions import runner_deployments
-from runbooks.errors import InvalidRequestError, from_httpx
+from runbooks.errors import InvalidRequestError, RunbookError, UnavailableError, from_httpx
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from runbooks.catalogue import Launched, Runbook
 
 API_TIMEOUT_SECONDS = 30.0
 """Timeout of each Prefect API call made while registering (Prefect's default is 60 s)."""
@@ -79,3 +90,124 @@ def _build(
 
     with temporary_settings({PREFECT_API_REQUEST_TIMEOUT: API_TIMEOUT_SECONDS}):
         return runner_deployments(block_overrides, params=params)
+
+
+def run_and_wait(
+    entry: Runbook,
+    params: BaseModel,
+    blocks: Mapping[str, Any],
+    *,
+    timeout_seconds: float = 900.0,
+    poll_seconds: float = 1.0,
+) -> Launched:
+    """Run ``entry``'s deployment (``<runbook>/<runbook>``) with these parameters, wait for the
+    run to end; what it returned, or the error that ended it. Never raises the flow's error.
+
+    ``blocks`` are *saved* blocks (as :func:`runbooks.catalogue.load_blocks` gives them), sent as
+    references, so no setting or secret is copied into the run's parameters; ``None`` sends an
+    explicit null (e.g. no Prometheus analysis). A run still going after ``timeout_seconds`` is
+    an :class:`UnavailableError` (the run is left to finish; its link is in the message).
+    """
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, temporary_settings
+    from prefect.utilities.urls import url_for
+
+    from runbooks.catalogue import Launched
+
+    parameters = {"params": params.model_dump(mode="json")}
+    parameters |= {name: _reference(name, block) for name, block in blocks.items()}
+    name = f"{entry.name}/{entry.name}"
+    with temporary_settings({PREFECT_API_REQUEST_TIMEOUT: API_TIMEOUT_SECONDS}):
+        try:
+            run = run_deployment(
+                name,
+                parameters=parameters,
+                timeout=timeout_seconds,
+                poll_interval=poll_seconds,
+                tags=["runbooks"],
+                as_subflow=False,
+            )
+        except httpx.HTTPError as exc:
+            raise from_httpx(exc, f"start a run of deployment {name}", target=name) from exc
+    ui_url = url_for("flow-run", obj_id=run.id)
+    if run.state is None or not run.state.is_final():
+        raise UnavailableError(
+            f"the run of deployment {name} did not finish within {timeout_seconds:g} s "
+            f"(is `runbooks serve` running?); it is left to finish: {ui_url}",
+            target=name,
+        )
+    try:
+        result = run.state.result()  # a failed run's persisted exception is raised here
+    except Exception as exc:
+        return Launched(None, exc, str(run.id), ui_url)
+    if not run.state.is_completed():  # cancelled or crashed: no exception was stored
+        ended = f"the run of deployment {name} ended {run.state.name}: {run.state.message}"
+        return Launched(None, RunbookError(ended), str(run.id), ui_url)
+    return Launched(result, None, str(run.id), ui_url)
+
+
+def latest_scheduled_run(runbook: str, *, wait_seconds: float = 75.0) -> Launched:
+    """The newest finished run of ``runbook``'s deployment that its schedule started, waiting up
+    to ``wait_seconds`` for one (a minute-level schedule has one within a minute of serving).
+
+    Why not start one: a minute-level deployment takes one run at a time and cancels the
+    newcomer (``CANCEL_NEW``), so a run started beside the scheduled one would be cancelled."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.utilities.urls import url_for
+
+    from runbooks.catalogue import Launched
+
+    name = f"{runbook}/{runbook}"
+    finished = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
+    deadline = time.monotonic() + wait_seconds
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(name)
+            runs_filter = FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=finished)),
+            )
+            while True:
+                runs = client.read_flow_runs(
+                    flow_run_filter=runs_filter, sort=FlowRunSort.START_TIME_DESC, limit=20
+                )
+                runs = [run for run in runs if run.auto_scheduled]
+                if runs or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+        except httpx.HTTPError as exc:
+            raise from_httpx(exc, f"read the runs of deployment {name}", target=name) from exc
+    if not runs:
+        raise UnavailableError(
+            f"no scheduled run of deployment {name} finished within {wait_seconds:g} s "
+            "(is its schedule active and `runbooks serve` running?)",
+            target=name,
+        )
+    run, ui_url = runs[0], url_for("flow-run", obj_id=runs[0].id)
+    try:
+        return Launched(run.state.result(), None, str(run.id), ui_url)
+    except Exception as exc:
+        return Launched(None, exc, str(run.id), ui_url)
+
+
+def _reference(name: str, block: Any) -> dict[str, Any] | None:
+    """A saved block as a block-document reference (what the UI's block picker sends)."""
+    if block is None:
+        return None
+    document = getattr(block, "_block_document_id", None)
+    if document is None:
+        raise InvalidRequestError(
+            f"block {name} is not saved: a deployment run takes saved blocks by reference; "
+            "save it first (Block.save) or load it by name"
+        )
+    return {"$ref": {"block_document_id": str(document)}}

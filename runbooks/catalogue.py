@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -479,7 +479,8 @@ def load_blocks(entry: Runbook, choices: Mapping[str, str | None]) -> dict[str, 
     """The flow's block arguments: each named (or default) saved block, loaded from the API.
 
     A required block that is not saved is a :class:`BlockError` saying how to create it; an
-    optional block is skipped when only its default is missing.
+    optional block is skipped when only its default is missing, and is ``None`` when chosen
+    so (``prometheus=none``).
     """
     loaded: dict[str, Any] = {}
     for block in entry.blocks:
@@ -488,6 +489,8 @@ def load_blocks(entry: Runbook, choices: Mapping[str, str | None]) -> dict[str, 
         if slug is None:
             if block.required:
                 raise BlockError(f"block {block.name} is required: pass --block {block.name}=NAME")
+            if explicit:  # "none" chosen: said explicitly, so a deployment's default is not used
+                loaded[block.name] = None
             continue
         try:
             loaded[block.name] = _load_block(block, slug)
@@ -516,12 +519,23 @@ def _load_block(block: BlockParam, slug: str) -> Any:
 
 @dataclass(frozen=True)
 class Launched:
-    """What an in-process run gave: its result, or the error that ended it; its flow run."""
+    """What a run gave: its result, or the error that ended it; its flow run."""
 
     result: Any | None
     error: BaseException | None
     flow_run_id: str | None
     ui_url: str | None
+
+    def unwrap(self) -> Any:
+        """The run's result; the error that ended it is raised."""
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+Launch = Callable[[Runbook, BaseModel, Mapping[str, Any]], Launched]
+"""How a runbook is run: :func:`run_in_process` here, or through its served deployment
+(:func:`deployments.serve.run_and_wait`); ``runbooks demo``'s steps take either."""
 
 
 def run_in_process(entry: Runbook, params: BaseModel, blocks: Mapping[str, Any]) -> Launched:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -51,25 +52,29 @@ def demo(
     as_json: bool = typer.Option(
         False, "--json", help="Print the figures as one JSON object (the tables go to stderr)."
     ),
+    keep: bool = typer.Option(
+        False,
+        "--keep",
+        help="After the summary, leave the sandbox, the Prefect UI and the served deployments "
+        "running until Ctrl-C.",
+    ),
 ) -> None:
-    """Run the demo end to end on a sandbox of its own, then tear it down.
+    """Run every runbook end to end on a sandbox of its own, then tear it down.
 
-    The sandbox and a Prefect server come up, the demo shop is deployed through the Kubernetes
-    API and serves real purchases, Prometheus reports its request rates, the blue-green runbook
-    promotes v2 and rolls back v3-broken under load, load-forecast plans three services from
-    four weeks of history and apply-scaling sets their autoscalers, tracing-rollout traces the
-    shop service by service and verifies each in the trace store, retry-storm contains a real
-    storm of the shop's callers and restores their settings, and the retry-storm drill
-    compares the recipe card's retry loop with our resilience layer (full jitter, 10 % retry
-    budget, circuit breaker) on a loopback backend that fails, then heals.
+    The sandbox and a Prefect server with its UI come up, the demo shop is deployed through the
+    Kubernetes API and serves real purchases, every runbook's deployment is served, and each
+    runbook runs through its deployment: select-regions on generated access logs, geo-routing
+    of its choice and regional-health; blue-green promotes v2 and rolls back v3-broken under
+    load; load-forecast plans three services from four weeks of history and apply-scaling sets
+    their autoscalers; tracing-rollout traces the shop service by service; retry-storm
+    contains a real storm of the shop's callers and restores their settings; alert-bridge
+    reads Prometheus' alerts. Then the retry-storm drill compares the recipe card's retry loop
+    with our resilience layer, and a summary lists every run with its page in the UI.
     """
     from pydantic import ValidationError
 
-    from runbooks.demo import format_blue_green, run_demo
-    from runbooks.demo_forecast import format_forecast
-    from runbooks.demo_storm import format_storm
-    from runbooks.demo_tracing import format_tracing
-    from sandbox.storm import DrillSettings, format_table
+    from runbooks.demo import run_demo
+    from sandbox.storm import DrillSettings
 
     _trace_command(ctx)
 
@@ -79,22 +84,40 @@ def demo(
         )
     except ValidationError as exc:
         raise typer.BadParameter(_first_error(exc)) from exc
-    figures, report = _or_exit(
-        lambda: run_demo(lambda line: typer.echo(line, err=as_json), drill_settings=settings)
-    )
-    # The summary tables are for people: with --json they go to stderr, next to the progress
-    # lines, so `runbooks demo --json > figures.json` still shows them.
-    for table in (
+
+    def show(figures: dict, report: object) -> None:
+        # The summary is for people: with --json it goes to stderr, next to the progress
+        # lines, so `runbooks demo --json > figures.json` still shows it.
+        for table in _demo_tables(figures, report):
+            typer.echo("", err=as_json)
+            typer.echo(table, err=as_json)
+        if as_json:
+            typer.echo(json.dumps(figures, sort_keys=True))
+            sys.stdout.flush()
+
+    def say(line: str) -> None:
+        typer.echo(line, err=as_json)
+
+    _or_exit(lambda: run_demo(say, drill_settings=settings, keep=keep, show=show))
+
+
+def _demo_tables(figures: dict, report: object) -> list[str]:
+    from runbooks.demo import format_blue_green, format_summary
+    from runbooks.demo_forecast import format_forecast
+    from runbooks.demo_regions import format_regions
+    from runbooks.demo_storm import format_storm
+    from runbooks.demo_tracing import format_tracing
+    from sandbox.storm import format_table
+
+    return [
+        format_regions(figures["regions"]),
         format_blue_green(figures["blue_green"]),
         format_forecast(figures["load_forecast"]),
         format_tracing(figures["tracing"]),
         format_storm(figures["retry_storm"]),
         format_table(report),
-    ):
-        typer.echo("", err=as_json)
-        typer.echo(table, err=as_json)
-    if as_json:
-        typer.echo(json.dumps(figures, sort_keys=True))
+        format_summary(figures),
+    ]
 
 
 sandbox_app = typer.Typer(

@@ -21,6 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runbooks import catalogue
+from runbooks.catalogue import Launch
+
 Say = Callable[[str], None]
 
 NAMESPACE = "default"
@@ -34,17 +37,22 @@ _ROLES = {  # base req/s, peak hour UTC
 }
 
 
-def forecast_step(target: Any, client: Any, endpoints: dict[str, str], say: Say) -> dict[str, Any]:
-    """Seed histories, run load-forecast then apply-scaling; their figures. The history files
-    live only as long as the step."""
+def forecast_step(
+    target: Any,
+    client: Any,
+    endpoints: dict[str, str],
+    say: Say,
+    launch: Launch = catalogue.run_in_process,
+) -> dict[str, Any]:
+    """Seed histories, run load-forecast then apply-scaling (through ``launch``); their figures.
+    The history files live only as long as the step."""
     with tempfile.TemporaryDirectory(prefix="runbooks-demo-history-") as folder:
-        return _forecast_step(target, client, endpoints, say, Path(folder))
+        return _forecast_step(target, client, endpoints, say, Path(folder), launch)
 
 
 def _forecast_step(
-    target: Any, client: Any, endpoints: dict[str, str], say: Say, folder: Path
+    target: Any, client: Any, endpoints: dict[str, str], say: Say, folder: Path, launch: Launch
 ) -> dict[str, Any]:
-    from runbooks import catalogue
 
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     sources = _seed_histories(endpoints["moto"], folder, now)
@@ -85,23 +93,17 @@ def _forecast_step(
         },
     )
     blocks = catalogue.load_blocks(entry, {"prometheus": None})
-    planned = catalogue.run_in_process(entry, params, blocks)
-    if planned.error is not None:
-        raise planned.error
-    forecast = planned.result
+    forecast = launch(entry, params, blocks).unwrap()
     say(f"   load-forecast: {forecast.outcome.value}: {forecast.reason}")
 
     apply_entry = catalogue.runbook("apply-scaling")
-    applied = catalogue.run_in_process(
+    scaling = launch(
         apply_entry,
         catalogue.build_params(
             apply_entry, overrides={"services": ["checkout", "payments"], "at": now.isoformat()}
         ),
         catalogue.load_blocks(apply_entry, {}),
-    )
-    if applied.error is not None:
-        raise applied.error
-    scaling = applied.result
+    ).unwrap()
     say(f"   apply-scaling: {scaling.outcome.value}: {scaling.reason}")
     return _figures(forecast, scaling, sources)
 

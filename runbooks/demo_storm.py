@@ -31,6 +31,8 @@ from typing import Any
 from blocks.http import HttpService
 from blocks.kubernetes import KubernetesTarget
 from decisions.retry_storm import RetryStormParams, storming
+from runbooks import catalogue
+from runbooks.catalogue import Launch
 from runbooks.errors import UnavailableError
 from runbooks.kit.events import read_event_names
 from runbooks.resilience import call_kubernetes
@@ -159,9 +161,10 @@ def storm_incident(
     heal_after_seconds: float = 30.0,
     overrides: dict[str, Any] | None = None,
     say: Say = lambda _: None,
+    launch: Launch = catalogue.run_in_process,
 ) -> IncidentReport:
-    """Run the drill on ``shop`` (role -> ShopService); the runbook's result and the checks."""
-    from flows.retry_storm import retry_storm
+    """Run the drill on ``shop`` (role -> ShopService), the runbook through ``launch``; the
+    runbook's result and the checks."""
     from flows.retry_storm.steps import measure
     from tasks.retry_config import read_retry_config
 
@@ -174,7 +177,8 @@ def storm_incident(
         heal = threading.Timer(heal_after_seconds, set_fault, (k8s, namespace, payments, {}))
         heal.start()
         try:
-            result = retry_storm(params, prometheus, k8s)
+            blocks = {"prometheus": prometheus, "kubernetes": k8s}
+            result = launch(catalogue.runbook(RUNBOOK), params, blocks).unwrap()
         finally:
             heal.cancel()
         after = measure(prometheus, params, "5s")
@@ -220,15 +224,21 @@ def _wait(check: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 def storm_step(
-    target: KubernetesTarget, shop: dict[str, Any], endpoints: dict[str, str], say: Say
+    shop: dict[str, Any],
+    endpoints: dict[str, str],
+    say: Say,
+    launch: Launch = catalogue.run_in_process,
 ) -> dict[str, Any]:
-    """The demo's retry-storm incident on its shop (namespace ``default``); its figures."""
+    """The demo's retry-storm incident on its shop (namespace ``default``), with the saved
+    sandbox blocks (``launch`` may run the runbook through its deployment); its figures."""
     if not endpoints.get("prometheus"):
         say("   Prometheus is not installed (apt-get install prometheus): skipped")
         return {"stage": "skipped"}
-    prometheus = HttpService(base_url=endpoints["prometheus"], read_timeout_seconds=5)
+    blocks = catalogue.load_blocks(catalogue.runbook(RUNBOOK), {})
+    target, prometheus = blocks["kubernetes"], blocks["prometheus"]
     report = storm_incident(target, prometheus, shop, namespace=target.namespace or "default",
-                            heal_after_seconds=15, overrides=DEMO_OVERRIDES, say=say)  # fmt: skip
+                            heal_after_seconds=15, overrides=DEMO_OVERRIDES, say=say,
+                            launch=launch)  # fmt: skip
     r = report.result
     say(f"   retry-storm: {r.outcome.value} ({r.stage}): {r.reason}")
     return report.figures() | {"documents_after": report.restored_documents}

@@ -17,14 +17,21 @@ from typing import Any
 
 import httpx
 
+from runbooks import catalogue
+from runbooks.catalogue import Launch
+
 Say = Callable[[str], None]
 
 PROBES = {"frontend": "/buy?user=demo", "checkout": "/checkout", "payments": "/pay"}
 
 
-def tracing_step(shop: dict[str, Any], endpoints: dict[str, str], say: Say) -> dict[str, Any]:
-    """Run tracing-rollout on the demo shop; its figures."""
-    from runbooks import catalogue
+def tracing_step(
+    shop: dict[str, Any],
+    endpoints: dict[str, str],
+    say: Say,
+    launch: Launch = catalogue.run_in_process,
+) -> dict[str, Any]:
+    """Run tracing-rollout on the demo shop (through ``launch``); its figures."""
     from tasks.traces import get_trace
 
     entry = catalogue.runbook("tracing-rollout")
@@ -48,10 +55,7 @@ def tracing_step(shop: dict[str, Any], endpoints: dict[str, str], say: Say) -> d
         },
     )
     blocks = catalogue.load_blocks(entry, {})
-    launched = catalogue.run_in_process(entry, params, blocks)
-    if launched.error is not None:
-        raise launched.error
-    result = launched.result
+    result = launch(entry, params, blocks).unwrap()
     say(f"   tracing-rollout: {result.outcome.value}: {result.reason}")
 
     trace_id = secrets.token_hex(16)

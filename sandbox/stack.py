@@ -10,7 +10,9 @@ Components (each ``start() -> endpoints``, ``stop()``):
 - ``prometheus``: Debian's ``prometheus`` (a child process) scraping pods through a ``file_sd``
   file the cluster keeps current; skipped, and said so, when the binary is not installed;
 - ``prefect``: a Prefect server with its UI (a child process), for ``runbooks sandbox up`` and
-  the demo; tests start their own test server instead.
+  the demo; tests start their own test server instead;
+- ``serve``: the runbooks' deployments served on that server (``runbooks serve``, a child
+  process), for the demo.
 
 Why one process supervising threads and children: ``runbooks sandbox down`` must leave no
 process and no port behind. Children are started in this process's session, so a crashed
@@ -223,7 +225,12 @@ class PrefectComponent:
         home = self.state_dir / "prefect"
         home.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        env = prefect_env(home) | {"PREFECT_SERVER_UI_ENABLED": "true"}
+        # The UI asks the server where the API is (/ui-settings); unset, the server answers
+        # with the default port 4200, and the UI in a browser shows nothing but an error.
+        env = prefect_env(home) | {
+            "PREFECT_SERVER_UI_ENABLED": "true",
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        }
         log = (home / "server.log").open("ab")
         self._process = subprocess.Popen(
             [
@@ -251,6 +258,87 @@ class PrefectComponent:
         if self._process is not None:
             stop_process(self._process, grace_seconds=15)
             self._process = None
+
+
+def results_settings(state_dir: Path) -> dict[str, str]:
+    """Flow results persisted in the state folder: a run executed by the served deployments (a
+    process of its own) hands what it returned to whoever started it, which reads it there."""
+    return {
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOCAL_STORAGE_PATH": str(state_dir / "results"),
+    }
+
+
+@dataclass
+class ServeComponent:
+    """Every runbook's deployment registered and served (``runbooks serve``, a child process
+    and the flow runs it starts, in a process group of their own) on the Prefect API at
+    ``api_url``; ready once ``expected`` deployments are registered.
+
+    The runner polls for runs every second (Prefect's default is 10 s, a long wait for each
+    run a person or the demo starts). On stop the group gets SIGINT, Prefect's own way out (it
+    pauses the schedules it served, so no runs pile up for a runner that is gone), then
+    SIGKILL after the grace period: no flow run outlives it.
+    """
+
+    state_dir: Path
+    api_url: str
+    ui_url: str
+    expected: int
+    name: str = "serve"
+    grace_seconds: float = 15.0
+    _process: subprocess.Popen | None = None
+
+    def start(self) -> dict[str, str]:
+        home = self.state_dir / "prefect-serve"
+        home.mkdir(parents=True, exist_ok=True)
+        env = prefect_env(home, self.api_url) | results_settings(self.state_dir)
+        env |= {"PREFECT_UI_URL": self.ui_url, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+        log = (home / "serve.log").open("ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "runbooks.cli", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+        )
+        log.close()
+        wait_deployments(self.api_url, self.expected, 120, self._process)
+        return {"serve_log": str(home / "serve.log")}
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        process, self._process = self._process, None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=self.grace_seconds)
+        kill_process_group(process.pid, grace_seconds=0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+
+def wait_deployments(
+    api_url: str, expected: int, timeout_seconds: float, process: subprocess.Popen
+) -> None:
+    """Poll the Prefect API until ``expected`` deployments exist, the child dies, or the
+    deadline passes (bounded)."""
+    deadline = time.monotonic() + timeout_seconds
+    count = 0
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"runbooks serve exited with {process.returncode} while starting")
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            response = httpx.post(f"{api_url}/deployments/count", json={}, timeout=5.0)
+            count = int(response.json()) if response.is_success else count
+            if count >= expected:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"runbooks serve registered {count} of {expected} deployments in {timeout_seconds:g} s"
+    )
 
 
 def prefect_settings(home: Path) -> dict[str, str]:

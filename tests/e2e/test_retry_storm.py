@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from prefect_reads import event_names
+from shops import own_shop
 
 from blocks import HttpService, KubernetesTarget
 from decisions.retry_storm import RetryStormParams
 from flows.retry_storm import retry_storm
 from runbooks.demo_storm import DRILL_PARAMS, storm, wait_for_traffic
 from runbooks.kit import Outcome
-from sandbox.showcase import deploy_shop, retry_config_map
+from sandbox.showcase import retry_config_map
 from tasks.load import RequestLoad
 from tasks.retry_config import read_retry_config
 
@@ -29,16 +29,8 @@ from tasks.retry_config import read_retry_config
 @pytest.fixture(scope="module")
 def storm_shop(sandbox) -> Iterator[tuple[KubernetesTarget, dict]]:
     """The demo shop, one pod per role, in a namespace of its own."""
-    namespace = f"storm-{uuid.uuid4().hex[:6]}"
-    k8s = KubernetesTarget(
-        kubeconfig_path=sandbox.endpoints["kubeconfig"], context="sandbox", namespace=namespace
-    )
-    with k8s.get_api_client() as api:
-        k8s.core_v1(api).create_namespace({"metadata": {"name": namespace}})
-        shop = deploy_shop(k8s.apps_v1(api), k8s.core_v1(api), namespace=namespace, replicas=1)
-    yield k8s, shop
-    with k8s.get_api_client() as api:
-        k8s.core_v1(api).delete_namespace(namespace)
+    with own_shop(sandbox, "storm") as shop:
+        yield shop
 
 
 @pytest.fixture

@@ -747,3 +747,47 @@ def test_blocks_save_and_load_with_secrets_hidden(prefect_server: str) -> None:
     )
     kube = KubernetesTarget.load("sandbox-kube")
     assert (kube.kubeconfig_path, kube.namespace) == (Path("/etc/kube/config"), "shop")
+
+
+def test_kubernetes_target_schema_keeps_references_apart_and_registers(prefect_server: str) -> None:
+    """KubernetesTarget's schema refuses a block reference as the block's own data (so Prefect's
+    parameter check can tell the two apart, tests/integration/test_deployments.py): it registers
+    and is stored as is, stays valid JSON Schema for the UI's block form (which asks the server's
+    ``/ui/schemas/validate``), takes the block's data there, and the block saves and loads."""
+    from prefect.client.orchestration import get_client
+
+    from blocks.kubernetes import REFERENCE_IS_NOT_BLOCK_DATA
+
+    KubernetesTarget.register_type_and_schema()
+    checksum = KubernetesTarget._calculate_schema_checksum()
+    with get_client(sync_client=True) as client:
+        stored = client.read_block_schema_by_checksum(checksum)
+    assert stored.fields == KubernetesTarget.model_json_schema()
+    assert {key: stored.fields[key] for key in REFERENCE_IS_NOT_BLOCK_DATA} == dict(
+        REFERENCE_IS_NOT_BLOCK_DATA
+    )
+    assert stored.fields["block_type_slug"] == "kubernetes-target"  # the UI's block picker
+
+    def form(values: dict[str, object]) -> dict[str, object]:
+        response = httpx.post(
+            f"{prefect_server}/ui/schemas/validate",
+            json={"schema": stored.fields, "values": values},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    assert form({"namespace": "shop", "context": "kind"}) == {"errors": [], "valid": True}
+    assert form({}) == {"errors": [], "valid": True}  # every field has a default
+    assert not form({"$ref": {"block_document_slug": "kubernetes-target/sandbox"}})["valid"]
+    assert not form({"namespace": 5})["valid"]
+
+    KubernetesTarget(namespace="shop", context="kind").save("schema-check", overwrite=True)
+    loaded = KubernetesTarget.load("schema-check")
+    assert (loaded.namespace, loaded.context) == ("shop", "kind")
+    with get_client(sync_client=True) as client:
+        document = client.read_block_document_by_name(
+            name="schema-check", block_type_slug="kubernetes-target"
+        )
+    assert document.block_schema is not None
+    assert document.block_schema.checksum == checksum

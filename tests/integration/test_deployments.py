@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 
 from deployments.definitions import SPECS, DeploymentSpec
@@ -103,6 +104,7 @@ def test_register_all_creates_every_deployment_as_defined_and_again_changes_noth
         assert deployment.id == deployment_id
         assert deployment.description == spec.description
         assert "params" in deployment.parameter_openapi_schema["properties"]
+        assert deployment.enforce_parameter_schema  # the server checks every run's parameters
 
     def cron(runbook: str) -> list[tuple[str, str | None, bool]]:
         with _client() as client:
@@ -132,14 +134,25 @@ RUN_PARAMS = {
     "apply-scaling": {},
     "alert-bridge": {},
 }
+BAD_RUN_PARAMS = {  # runbook -> (parameters, the field the server's refusal names)
+    "blue-green": ({"params": {"service": "shop"}}, "params"),  # no image
+    "retry-storm": (
+        {"params": {"trigger": "by hand"}, "kubernetes": {"namespace": 5}},
+        "kubernetes.namespace",
+    ),
+    "apply-scaling": ({"params": {"services": "checkout"}}, "params.services"),  # not a list
+}
+KUBERNETES_SLUG_REF = {"$ref": {"block_document_slug": "kubernetes-target/sandbox"}}
 
 
 def test_a_run_can_be_started_from_the_deployments(block_ids: dict[str, UUID]) -> None:
-    """What the UI, chat-ops and the automations do; a block parameter the server could not tell
-    from a reference (KubernetesTarget) would make it refuse with HTTP 409."""
+    """What the UI, chat-ops and the automations do, block parameters given as references to
+    saved blocks (KubernetesTarget's included); the server checks every run's parameters."""
     register_all()
     for runbook, parameters in RUN_PARAMS.items():
         _start_and_delete_a_run(f"{runbook}/{runbook}", parameters)
+    for runbook, (parameters, field) in BAD_RUN_PARAMS.items():
+        assert f"field {field!r}" in _refusal(f"{runbook}/{runbook}", parameters)
 
 
 def _start_and_delete_a_run(name: str, parameters: dict[str, Any]) -> None:
@@ -154,6 +167,80 @@ def _start_and_delete_a_run(name: str, parameters: dict[str, Any]) -> None:
             client.delete_flow_run(run.id)
             wanted = FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
             assert client.read_flow_runs(flow_run_filter=wanted) == []
+
+
+def _refusal(name: str, parameters: dict[str, Any]) -> str:
+    """The server's refusal (HTTP 409) of a run of deployment ``name`` with ``parameters``;
+    no run is created."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with _client() as client:
+        deployment = client.read_deployment_by_name(name)
+        with pytest.raises(PrefectHTTPStatusError) as refused:
+            client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+        ours = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        assert client.read_flow_runs(deployment_filter=ours) == []
+    assert refused.value.response.status_code == 409
+    detail = str(refused.value.response.json()["detail"])
+    assert detail.startswith("Error creating flow run: Validation failed")
+    return detail
+
+
+def _ui_form_check(prefect_server: str, schema: dict[str, Any], values: dict[str, Any]) -> Any:
+    """What the UI's forms ask the server: are ``values`` valid under ``schema``?"""
+    response = httpx.post(
+        f"{prefect_server}/ui/schemas/validate",
+        json={"schema": schema, "values": values},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def test_a_kubernetes_target_reference_passes_the_servers_parameter_check(
+    block_ids: dict[str, UUID], prefect_server: str
+) -> None:
+    """A deployment of a flow taking ``KubernetesTarget`` (every field of which has a default)
+    with the server's parameter check on and a ``$ref`` default, created and updated: its runs
+    are created, with that reference, another or the block's data, and wrong parameters are
+    refused. (Before the block's schema refused references as its own data, the server found a
+    reference valid both ways and refused every run: HTTP 409 "is valid under each of".)"""
+    from runbooks import catalogue
+
+    by_id = {"$ref": {"block_document_id": str(block_ids["kubernetes-target/sandbox"])}}
+    flow = catalogue.runbook("blue-green").flow_function()
+    deployment = flow.to_deployment(
+        name="schema-checked",
+        parameters={"kubernetes": KUBERNETES_SLUG_REF},
+        enforce_parameter_schema=True,
+    )
+    assert deployment.apply() == deployment.apply()  # created, then updated in place
+    name = "blue-green/schema-checked"
+    with _client() as client:
+        stored = client.read_deployment_by_name(name)
+    assert stored.enforce_parameter_schema
+    assert stored.parameters == {"kubernetes": KUBERNETES_SLUG_REF}
+
+    good = RUN_PARAMS["blue-green"]
+    _start_and_delete_a_run(name, good)
+    _start_and_delete_a_run(name, good | {"kubernetes": by_id})
+    _start_and_delete_a_run(name, good | {"kubernetes": {"namespace": "shop"}})  # block data
+
+    assert "field 'params'" in _refusal(name, {"params": "shop"})
+    assert "'params' is a required property" in _refusal(name, {})
+    assert "field 'kubernetes.namespace'" in _refusal(name, good | {"kubernetes": {"namespace": 5}})
+    assert "field \"kubernetes['$ref']\"" in _refusal(name, good | {"kubernetes": {"$ref": 5}})
+
+    # the run form of the UI: the schema is valid JSON Schema, a reference passes, a bad one not
+    schema = stored.parameter_openapi_schema
+    assert _ui_form_check(prefect_server, schema, good | {"kubernetes": by_id}) == {
+        "errors": [],
+        "valid": True,
+    }
+    refused = _ui_form_check(prefect_server, schema, good | {"kubernetes": {"$ref": 5}})
+    assert not refused["valid"]
+    assert [error["property"] for error in refused["errors"]] == ["kubernetes"]
 
 
 def test_params_activate_a_schedule_that_needs_them(block_ids: dict[str, UUID]) -> None:
@@ -251,6 +338,7 @@ def test_prefect_deploy_all_of_prefect_yaml(
         # references, not the blocks' data: no settings and no secrets in the deployment
         for name, slug in spec.block_defaults().items():
             assert process.parameters[name] == {"$ref": {"block_document_slug": slug}}
+        assert process.enforce_parameter_schema
         assert process.pull_steps == [
             {
                 "prefect.deployments.steps.set_working_directory": {
@@ -267,8 +355,11 @@ def test_prefect_deploy_all_of_prefect_yaml(
         }
         assert cluster.schedules == []
         assert _limit(cluster) == 1
+        assert cluster.enforce_parameter_schema
     for runbook, parameters in RUN_PARAMS.items():
         _start_and_delete_a_run(f"{runbook}/{runbook}", parameters)
+    for runbook, (parameters, field) in BAD_RUN_PARAMS.items():
+        assert f"field {field!r}" in _refusal(f"{runbook}/{runbook}-kubernetes", parameters)
 
 
 def _prefect_deploy_all(env: dict[str, str]) -> dict[str, UUID]:
@@ -285,3 +376,44 @@ def _prefect_deploy_all(env: dict[str, str]) -> dict[str, UUID]:
     deployed = _ours()
     assert all(len(d.schedules) <= 1 for d in deployed)
     return {d.name: d.id for d in deployed}
+
+
+def test_run_and_wait_says_when_nothing_serves_the_deployment(block_ids: dict[str, UUID]) -> None:
+    """No ``runbooks serve`` running: the run stays scheduled, the wait is bounded and the
+    error names what to start, with the run's link; the run is left for a runner to take."""
+    from deployments.serve import run_and_wait
+    from runbooks import catalogue
+    from runbooks.errors import UnavailableError
+
+    register_all()
+    entry = catalogue.runbook("alert-bridge")
+    blocks = catalogue.load_blocks(entry, {})
+    with pytest.raises(UnavailableError, match=r"runbooks serve.*flow-run/") as raised:
+        run_and_wait(entry, catalogue.build_params(entry), blocks, timeout_seconds=1)
+    run_id = UUID(str(raised.value).rsplit("/", 1)[1])
+    with _client() as client:
+        run = client.read_flow_run(run_id)
+        assert run.state is not None
+        assert run.state.is_scheduled()
+        assert run.parameters["prometheus"] == {
+            "$ref": {"block_document_id": str(block_ids["http-service/sandbox-prometheus"])}
+        }  # a reference to the saved block, never its settings
+        client.delete_flow_run(run_id)
+
+
+def test_run_and_wait_refuses_an_unsaved_block_before_starting_anything(
+    block_ids: dict[str, UUID],
+) -> None:
+    from blocks import HttpService
+    from deployments.serve import run_and_wait
+    from runbooks import catalogue
+    from runbooks.errors import InvalidRequestError
+
+    register_all()
+    entry = catalogue.runbook("alert-bridge")
+    unsaved = {"prometheus": HttpService(base_url="http://127.0.0.1:9")}
+    with _client() as client:
+        before = client.read_flow_runs()
+        with pytest.raises(InvalidRequestError, match="block prometheus is not saved"):
+            run_and_wait(entry, catalogue.build_params(entry), unsaved, timeout_seconds=1)
+        assert client.read_flow_runs() == before

@@ -1,19 +1,18 @@
 """The ``select-regions`` flow on generated access logs whose geography is known.
 
 Client addresses are picked per country with the same offline database the runbook uses
-(``iptocc``), so the demand per country is known exactly; the flow's choice for every k is
-checked against brute force over the same demand groups.
+(``iptocc``; :mod:`sandbox.access_logs` generates the logs), so the demand per country is known
+exactly; the flow's choice for every k is checked against brute force over the same demand
+groups.
 """
 
 from __future__ import annotations
 
 import gzip
 import itertools
-import random
 import uuid
 from pathlib import Path
 
-import iptocc
 import numpy as np
 import pytest
 from prefect.client.orchestration import get_client
@@ -26,38 +25,17 @@ from flows.select_regions import select_regions
 from runbooks.errors import InvalidRequestError, NotFoundError
 from runbooks.geodata import demand_groups, load_regions
 from runbooks.kit import Outcome, artifact_key
+from sandbox import access_logs
 
 # requests per country: Europe heavy, then Japan and the United States
 DEMAND = {"DE": 500, "FR": 200, "JP": 250, "US": 300}
 
 
-def _addresses(per_country: int = 8) -> dict[str, list[str]]:
-    """Some IPv4 addresses of each country in DEMAND (scanning /16s, deterministic)."""
-    candidates = [f"{a}.{b}.{c}.7" for a in range(1, 224) for b in range(0, 256, 8) for c in (1,)]
-    found: dict[str, list[str]] = {country: [] for country in DEMAND}
-    for address, country in zip(candidates, iptocc.country_code(candidates), strict=True):
-        if country in found and len(found[country]) < per_country:
-            found[country].append(address)
-    assert all(len(v) == per_country for v in found.values()), found
-    return found
-
-
-def _line(ip: str, status: int) -> str:
-    return (
-        f'{ip} - - [30/Nov/2026:10:00:00 +0000] "GET /shop HTTP/1.1" {status} 512 "-" "Mozilla/5.0"'
-    )
-
-
 @pytest.fixture(scope="module")
 def access_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = random.Random(5)
-    pool = _addresses()
-    lines = [_line(rng.choice(pool[c]), 200) for c, n in DEMAND.items() for _ in range(n)]
-    lines += ["garbage that is not a log line"] * 3
-    rng.shuffle(lines)
     path = tmp_path_factory.mktemp("logs") / "access.log.gz"
     with gzip.open(path, "wt") as handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write(access_logs.generate(DEMAND, seed=5, garbage_lines=3))
     return path
 
 

@@ -99,12 +99,28 @@ def test_descriptions_read_as_one_or_two_sentences() -> None:
         assert spec.description.count(". ") <= 2, spec.runbook
 
 
-def test_the_server_checks_parameters_unless_a_block_type_is_ambiguous() -> None:
-    unchecked = sorted(s.runbook for s in SPECS if not definitions.parameter_schema_enforced(s))
-    with_kubernetes = sorted(
-        s.runbook for s in SPECS if any(b.name == "kubernetes" for b in CATALOGUE[s.runbook].blocks)
-    )
-    assert unchecked == with_kubernetes
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.runbook)
+def test_block_references_pass_the_servers_parameter_checks(
+    spec: definitions.DeploymentSpec,
+) -> None:
+    """Each block default, a reference, against the flow's schema as Prefect's API checks it
+    (every deployment enforces it): on creating the deployment (the raw schema, ``required``
+    ignored, no reference alternative), on updating it and on creating a run (the block's schema
+    ``oneOf`` a reference; ``required`` ignored, then kept). A reference must match exactly one
+    alternative, which a block whose fields all have defaults (KubernetesTarget) needs its
+    schema for; a malformed reference is still refused when a run is created."""
+    from prefect._internal.schemas.validators import validate_values_conform_to_schema
+    from prefect.utilities.schema_tools import validate
+
+    schema = CATALOGUE[spec.runbook].flow_function().parameters.model_dump_for_openapi()
+    for name, slug in spec.block_defaults().items():
+        reference = {name: _slug_ref(slug)}
+        validate_values_conform_to_schema(reference, schema, ignore_required=True)  # no raise
+        assert validate(reference, schema, ignore_required=True) == []
+        run_errors = [e.message for e in validate(reference, schema) if list(e.path)[:1] == [name]]
+        assert run_errors == []
+        malformed = validate({name: {"$ref": 5}}, schema)
+        assert [list(e.path)[:1] for e in malformed if e.path] == [[name]]
 
 
 def test_an_unknown_runbook_is_named() -> None:
@@ -142,9 +158,7 @@ def test_prefect_yaml_process_deployment_matches_the_spec(
             "limit": spec.concurrency.limit,
             "collision_strategy": spec.concurrency.collision.value,
         }
-    assert entry.get("enforce_parameter_schema", True) == definitions.parameter_schema_enforced(
-        spec
-    )
+    assert entry.get("enforce_parameter_schema", True) is True  # the server checks every run
     parameters = entry.get("parameters", {})
     blocks = {name: value for name, value in parameters.items() if name != "params"}
     assert blocks == {name: _slug_ref(slug) for name, slug in spec.block_defaults().items()}
@@ -162,8 +176,8 @@ def test_prefect_yaml_deploys_every_mutating_runbook_on_kubernetes_too() -> None
     for name, entry in kubernetes.items():
         twin = process[name.removesuffix("-kubernetes")]
         same = ("entrypoint", "tags", "description", "parameters", "concurrency_limit")
-        same += ("enforce_parameter_schema",)
         assert {k: entry.get(k) for k in same} == {k: twin.get(k) for k in same}
+        assert entry.get("enforce_parameter_schema", True) is True
         assert "schedules" not in entry  # scheduled on both pools would run twice
         assert set(entry["work_pool"]["job_variables"]) == {"image", "namespace"}
 
