@@ -23,14 +23,14 @@ the repository root: Prefect records each flow's file relative to the working di
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import httpx
 
 from deployments.definitions import runner_deployments
-from runbooks.errors import InvalidRequestError, RunbookError, UnavailableError, from_httpx
+from runbooks.errors import InvalidRequestError, NotFoundError, UnavailableError, from_httpx
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -99,16 +99,23 @@ def run_and_wait(
     *,
     timeout_seconds: float = 900.0,
     poll_seconds: float = 1.0,
+    alive: Callable[[], bool] | None = None,
 ) -> Launched:
     """Run ``entry``'s deployment (``<runbook>/<runbook>``) with these parameters, wait for the
     run to end; what it returned, or the error that ended it. Never raises the flow's error.
 
     ``blocks`` are *saved* blocks (as :func:`runbooks.catalogue.load_blocks` gives them), sent as
     references, so no setting or secret is copied into the run's parameters; ``None`` sends an
-    explicit null (e.g. no Prometheus analysis). A run still going after ``timeout_seconds`` is
-    an :class:`UnavailableError` (the run is left to finish; its link is in the message).
+    explicit null (e.g. no Prometheus analysis). ``alive``, when given, says whether whatever
+    serves the deployment still runs: once it says no, waiting is pointless. A run not finished
+    after ``timeout_seconds``, or whose runner is gone, is an :class:`UnavailableError` naming
+    the run (it is not cancelled: a runner may still take it).
     """
+    import time
+
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, temporary_settings
     from prefect.utilities.urls import url_for
 
@@ -117,33 +124,39 @@ def run_and_wait(
     parameters = {"params": params.model_dump(mode="json")}
     parameters |= {name: _reference(name, block) for name, block in blocks.items()}
     name = f"{entry.name}/{entry.name}"
+    deadline = time.monotonic() + timeout_seconds
     with temporary_settings({PREFECT_API_REQUEST_TIMEOUT: API_TIMEOUT_SECONDS}):
         try:
             run = run_deployment(
-                name,
-                parameters=parameters,
-                timeout=timeout_seconds,
-                poll_interval=poll_seconds,
-                tags=["runbooks"],
-                as_subflow=False,
+                name, parameters=parameters, timeout=0, tags=["runbooks"], as_subflow=False
             )
+            ui_url = url_for("flow-run", obj_id=run.id)
+            with get_client(sync_client=True) as client:
+                while run.state is None or not run.state.is_final():
+                    if alive is not None and not alive():
+                        why = "the process serving it stopped"
+                    elif time.monotonic() > deadline:
+                        why = f"it did not finish within {timeout_seconds:g} s"
+                    else:
+                        time.sleep(poll_seconds)
+                        run = client.read_flow_run(run.id)
+                        continue
+                    raise UnavailableError(
+                        f"the run of deployment {name}: {why} (is `runbooks serve` running?); "
+                        f"the run: {ui_url}",
+                        target=name,
+                    )
+        except ObjectNotFound as exc:
+            raise NotFoundError(
+                f"no deployment {name} on the Prefect API: register it (`runbooks serve`)",
+                target=name,
+            ) from exc
         except httpx.HTTPError as exc:
-            raise from_httpx(exc, f"start a run of deployment {name}", target=name) from exc
-    ui_url = url_for("flow-run", obj_id=run.id)
-    if run.state is None or not run.state.is_final():
-        raise UnavailableError(
-            f"the run of deployment {name} did not finish within {timeout_seconds:g} s "
-            f"(is `runbooks serve` running?); it is left to finish: {ui_url}",
-            target=name,
-        )
-    try:
-        result = run.state.result()  # a failed run's persisted exception is raised here
+            raise from_httpx(exc, f"run deployment {name}", target=name) from exc
+    try:  # a failed, crashed or cancelled run's error is raised here
+        return Launched(run.state.result(), None, str(run.id), ui_url)
     except Exception as exc:
         return Launched(None, exc, str(run.id), ui_url)
-    if not run.state.is_completed():  # cancelled or crashed: no exception was stored
-        ended = f"the run of deployment {name} ended {run.state.name}: {run.state.message}"
-        return Launched(None, RunbookError(ended), str(run.id), ui_url)
-    return Launched(result, None, str(run.id), ui_url)
 
 
 def latest_scheduled_run(runbook: str, *, wait_seconds: float = 75.0) -> Launched:
@@ -163,6 +176,7 @@ def latest_scheduled_run(runbook: str, *, wait_seconds: float = 75.0) -> Launche
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.exceptions import ObjectNotFound
     from prefect.utilities.urls import url_for
 
     from runbooks.catalogue import Launched
@@ -185,6 +199,11 @@ def latest_scheduled_run(runbook: str, *, wait_seconds: float = 75.0) -> Launche
                 if runs or time.monotonic() > deadline:
                     break
                 time.sleep(1.0)
+        except ObjectNotFound as exc:
+            raise NotFoundError(
+                f"no deployment {name} on the Prefect API: register it (`runbooks serve`)",
+                target=name,
+            ) from exc
         except httpx.HTTPError as exc:
             raise from_httpx(exc, f"read the runs of deployment {name}", target=name) from exc
     if not runs:

@@ -89,6 +89,7 @@ def _sigterm_interrupts() -> Iterator[None]:
     and nothing it started is left behind (the default action would kill this process alone)."""
 
     def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
         raise KeyboardInterrupt
 
     try:
@@ -274,14 +275,15 @@ class RunLog:
     """A launcher that runs each runbook through its served deployment and keeps, for the
     summary, every run's outcome, time and page in the UI."""
 
-    def __init__(self) -> None:
+    def __init__(self, alive: Callable[[], bool]) -> None:
         self.runs: list[dict[str, Any]] = []
+        self._alive = alive
 
     def __call__(self, entry: Any, params: Any, blocks: Mapping[str, Any]) -> Any:
         from deployments.serve import run_and_wait
 
         began = time.monotonic()
-        launched = run_and_wait(entry, params, blocks)
+        launched = run_and_wait(entry, params, blocks, alive=self._alive)
         return self.record(entry.name, launched, time.monotonic() - began)
 
     def record(self, runbook: str, launched: Any, seconds: float, started_by: str = "demo") -> Any:
@@ -307,7 +309,11 @@ class RunLog:
 @contextlib.contextmanager
 def _served(state: Path, prefect: dict[str, str], say: Say) -> Iterator[RunLog]:
     """Every runbook's deployment registered and served by ``runbooks serve`` (a child
-    process) until leaving; a launcher running the runbooks through them."""
+    process) until leaving; a launcher running the runbooks through them.
+
+    Every schedule but alert-bridge's is paused while the demo runs: apply-scaling's hourly run
+    (or a nightly one) firing mid-demo would act on the sandbox between two of the demo's own
+    runs. With ``--keep`` a person resumes them in the UI."""
     from deployments.definitions import SPECS
     from sandbox.stack import ServeComponent
 
@@ -315,16 +321,37 @@ def _served(state: Path, prefect: dict[str, str], say: Say) -> Iterator[RunLog]:
     serve = ServeComponent(
         state, prefect["prefect_api"], prefect["prefect_ui"], expected=len(SPECS)
     )
-    serve.start()
     try:
+        serve.start()
+        paused = _pause_schedules(keep={"alert-bridge"})
         seconds = round(time.monotonic() - began, 1)
         say(
             f"   {len(SPECS)} deployments served in {seconds} s: "
-            f"{prefect['prefect_ui']}/deployments"
+            f"{prefect['prefect_ui']}/deployments (schedules paused for the demo: "
+            f"{', '.join(paused) or 'none'}; alert-bridge's runs every minute)"
         )
-        yield RunLog()
+        yield RunLog(serve.alive)
     finally:
         serve.stop()
+
+
+def _pause_schedules(keep: set[str]) -> list[str]:
+    """Pause the active schedules of our deployments but those of ``keep``; their names."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.definitions import SPECS
+
+    paused = []
+    with get_client(sync_client=True) as client:
+        for spec in SPECS:
+            if spec.runbook in keep:
+                continue
+            deployment = client.read_deployment_by_name(f"{spec.runbook}/{spec.name}")
+            for schedule in deployment.schedules:
+                if schedule.active:
+                    client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+                    paused.append(spec.runbook)
+    return paused
 
 
 def _blue_green(launch: Any, say: Say) -> dict[str, Any]:
@@ -424,9 +451,9 @@ def _run_seconds(launched: Any) -> float:
 def _wait_for_interrupt(ui: str, say: Say) -> None:
     """Block until Ctrl-C or SIGTERM (both a ``KeyboardInterrupt`` here, see
     :func:`_sigterm_interrupts`); the caller's ``with`` blocks then stop everything."""
-    say(f"\n--keep: the sandbox, the Prefect UI ({ui}) and the deployments keep running; "
-        "Ctrl-C stops them.")  # fmt: skip
     try:
+        say(f"\n--keep: the sandbox, the Prefect UI ({ui}) and the deployments keep running; "
+            "Ctrl-C stops them.")  # fmt: skip
         while True:
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -304,8 +304,16 @@ class ServeComponent:
             process_group=0,
         )
         log.close()
-        wait_deployments(self.api_url, self.expected, 120, self._process)
+        try:
+            wait_deployments(self.api_url, self.expected, 120, self._process)
+        except BaseException:  # its own process group: nobody else would stop it
+            self.stop()
+            raise
         return {"serve_log": str(home / "serve.log")}
+
+    def alive(self) -> bool:
+        """Whether ``runbooks serve`` is still running (a run waiting for it waits in vain)."""
+        return self._process is not None and self._process.poll() is None
 
     def stop(self) -> None:
         if self._process is None:

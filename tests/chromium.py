@@ -35,25 +35,27 @@ class Browser:
 
     def __init__(self, binary: str, *, width: int = 1440, height: int = 1100) -> None:
         self._profile = tempfile.TemporaryDirectory(prefix="runbooks-chromium-")
-        self._process = subprocess.Popen(
-            [
-                binary,
-                "--headless",
-                "--no-sandbox",  # CI runs as root
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--hide-scrollbars",
-                "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-                f"--user-data-dir={self._profile.name}",
-                f"--window-size={width},{height}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # its chatter goes to a file: a pipe nobody reads would fill up and stall the browser
+        self._log = Path(self._profile.name) / "chromium.log"
+        with self._log.open("w") as log:
+            self._process = subprocess.Popen(
+                [
+                    binary,
+                    "--headless",
+                    "--no-sandbox",  # CI runs as root
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--hide-scrollbars",
+                    "--remote-debugging-address=127.0.0.1",
+                    "--remote-debugging-port=0",
+                    f"--user-data-dir={self._profile.name}",
+                    f"--window-size={width},{height}",
+                    "about:blank",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         self._ids = itertools.count(1)
         try:
             port = self._port(timeout_seconds=30)
@@ -66,29 +68,30 @@ class Browser:
             raise
 
     def _port(self, timeout_seconds: float) -> int:
-        assert self._process.stderr is not None
+        """The DevTools port, from the line Chromium logs when it listens (bounded)."""
         deadline = time.monotonic() + timeout_seconds
-        seen = []
         while time.monotonic() < deadline:
-            line = self._process.stderr.readline()
-            if not line and self._process.poll() is not None:
-                break
-            seen.append(line)
-            if found := _LISTENING.search(line):
+            if found := _LISTENING.search(self._log.read_text(errors="replace")):
                 return int(found.group(2))
-        raise RuntimeError("chromium did not open its DevTools port:\n" + "".join(seen[-20:]))
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(
+            "chromium did not open its DevTools port:\n" + self._log.read_text()[-4000:]
+        )
 
     def call(self, method: str, timeout_seconds: float = 30, **params: Any) -> dict[str, Any]:
         """One DevTools command; its result (events arriving meanwhile are skipped)."""
         number = next(self._ids)
         self._socket.send(json.dumps({"id": number, "method": method, "params": params}))
         deadline = time.monotonic() + timeout_seconds
-        while True:
+        while time.monotonic() < deadline:
             message = json.loads(self._socket.recv(timeout=max(0.1, deadline - time.monotonic())))
             if message.get("id") == number:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message.get("result", {})
+        raise TimeoutError(f"{method}: no answer within {timeout_seconds:g} s")
 
     def goto(self, url: str) -> None:
         self.call("Page.navigate", url=url)
@@ -105,7 +108,10 @@ class Browser:
         """Poll a JavaScript expression until it is truthy; its value (bounded)."""
         deadline = time.monotonic() + timeout_seconds
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError:  # the page is between documents (navigation): ask again
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:
@@ -132,8 +138,6 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        if self._process.stderr is not None:
-            self._process.stderr.close()
         self._profile.cleanup()
 
     def __enter__(self) -> Browser:

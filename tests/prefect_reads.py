@@ -6,14 +6,19 @@ apply-scaling), which check what an operator would see, not only the returned re
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from runbooks.kit import artifact_key
 from runbooks.kit.events import read_event_names
 
 
-def event_names(runbook: str, target: str, *, until: str | None = None) -> list[str]:
+def event_names(
+    runbook: str, target: str, *, until: str | None = None, since: datetime | None = None
+) -> list[str]:
     """The names of ``runbook``'s events about ``target``, newest first (polled; see
-    :func:`runbooks.kit.events.read_event_names`)."""
-    return read_event_names(runbook, target, until=until, limit=10)
+    :func:`runbooks.kit.events.read_event_names`); ``since``: only those after it (the session's
+    Prefect server holds every earlier test's events, other tests may name the same target)."""
+    return read_event_names(runbook, target, until=until, since=since, limit=10)
 
 
 def artifact_data(*key_parts: str) -> str:

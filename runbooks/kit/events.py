@@ -26,6 +26,8 @@ from runbooks.kit import _run
 from runbooks.kit._secrets import refuse_secrets
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from prefect.events import Event
 
 _RUNBOOK = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -109,11 +111,13 @@ def read_event_names(
     target: str,
     *,
     until: str | None = None,
+    since: datetime | None = None,
     limit: int = 50,
     seconds: float = 10.0,
 ) -> list[str]:
     """The names of ``runbook``'s events about ``target`` (as :func:`emit` sent them), newest
-    first, from the configured Prefect API.
+    first, from the configured Prefect API; only those that occurred after ``since`` when given
+    (else Prefect's default: the last day).
 
     Polled, bounded by ``seconds``: the server stores events asynchronously, so an earlier event
     can be readable before a later one. Without ``until`` it returns as soon as any is stored;
@@ -122,12 +126,18 @@ def read_event_names(
     import time
 
     from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventResourceFilter,
+    )
 
     event_name(runbook, "any")  # the same check of the runbook's name as emit's
     wanted = EventFilter(
         event=EventNameFilter(prefix=[f"runbooks.{runbook}."]),
         resource=EventResourceFilter(id=[f"runbooks.target.{target}"]),
+        **({} if since is None else {"occurred": EventOccurredFilter(since=since)}),
     )
     deadline = time.monotonic() + seconds
     with get_client(sync_client=True) as client:

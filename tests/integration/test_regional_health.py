@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -73,6 +74,7 @@ def silent() -> Iterator[str]:
 def test_healthy_degraded_refused_and_silent_regions(
     prefect_server: str, shops: dict[str, str], silent: str
 ) -> None:
+    began = datetime.now(UTC)  # other tests probe regions of the same names on this server
     params = RegionalHealthParams(
         regions={
             "us-east-1": shops["v1"] + "/health",
@@ -97,9 +99,15 @@ def test_healthy_degraded_refused_and_silent_regions(
     assert rows["sa-east-1"].latency_ms < 3000
     assert "eu-west-1 (database)" in result.reason
 
-    assert event_names("regional-health", "us-east-1") == ["runbooks.regional-health.healthy"]
-    assert event_names("regional-health", "eu-west-1") == ["runbooks.regional-health.unhealthy"]
-    assert event_names("regional-health", "sa-east-1") == ["runbooks.regional-health.unhealthy"]
+    assert event_names("regional-health", "us-east-1", since=began) == [
+        "runbooks.regional-health.healthy"
+    ]
+    assert event_names("regional-health", "eu-west-1", since=began) == [
+        "runbooks.regional-health.unhealthy"
+    ]
+    assert event_names("regional-health", "sa-east-1", since=began) == [
+        "runbooks.regional-health.unhealthy"
+    ]
     table = artifact_data("regional-health", result.target)
     assert "database" in table
     assert "latency_ms" in table
