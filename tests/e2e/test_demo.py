@@ -252,3 +252,26 @@ def _artifact_keys(ui: str, flow_run_id: str) -> list[str]:
     )
     response.raise_for_status()
     return sorted(a["key"] for a in response.json() if a.get("key"))
+
+
+def test_runbooks_serve_registered_every_deployment_with_its_schedule(demo: Demo) -> None:
+    """Read back through the demo's Prefect API what `runbooks serve` registered: every runbook's
+    deployment with its tags and cron schedule; during the demo only alert-bridge's is active
+    (the others are paused so no scheduled run acts on the sandbox mid-demo)."""
+    ui = demo.figures["prefect_ui"]
+    response = httpx.post(f"{ui}/api/deployments/filter", json={}, timeout=10)
+    response.raise_for_status()
+    served = {d["name"]: d for d in response.json()}
+    assert set(served) == {spec.name for spec in SPECS}
+    for spec in SPECS:
+        deployment = served[spec.name]
+        assert set(deployment["tags"]) == set(spec.tags), spec.name
+        schedules = [
+            (s["schedule"]["cron"], s["schedule"]["timezone"], s["active"])
+            for s in deployment["schedules"]
+        ]
+        if spec.schedule is None:
+            assert schedules == [], spec.name
+        else:
+            active = spec.runbook == "alert-bridge"
+            assert schedules == [(spec.schedule.cron, spec.schedule.timezone, active)], spec.name
