@@ -17,8 +17,9 @@ leave it, and the annotation is removed when the document is back to it.
 
 How a change is seen to take effect: each pod exports the settings in force as gauges
 (``runbooks.alerts.RETRY_SETTING_GAUGES``). :func:`expected_gauges` says what they must read
-after a change; a field set back to "absent" reads what the pods reported before containment
-began (their default or env value), which the runbook observed first.
+after a change, for the fields it sets; a field set back to "absent" falls back to the pod's
+env or default, which the document does not know, so the runbook sees that change taken by
+each pod's reload counter instead.
 """
 
 from __future__ import annotations
@@ -126,24 +127,16 @@ def gauge_value(field: str, value: Any) -> float:
     return float(value)
 
 
-def expected_gauges(
-    after: Mapping[str, Any], baseline: Mapping[str, float], gauged: Any
-) -> dict[str, float]:
-    """The gauges every pod must read once ``after`` is in force.
-
-    A field set to a value reads that value; a field removed (``None``) reads ``baseline``, what
-    the pods reported before any containment (their env or built-in default); a gauged field the
-    change does not touch is not checked. ``budget_percent: None`` set explicitly is ambiguous
-    with "removed": both mean "no budget" unless the env sets one, so the baseline decides.
+def expected_gauges(after: Mapping[str, Any], gauged: Any) -> dict[str, float]:
+    """The gauges every pod must read once ``after`` is in force: each gauged field ``after``
+    sets to a value. A field removed (``None``) is not checked: the pod falls back to its env or
+    built-in default, which this document does not know; a field not touched is not checked.
     """
     out: dict[str, float] = {}
     for field in gauged:
         if field not in after:
             continue
         value = after[field]
-        if value is None:
-            if field in baseline:
-                out[field] = baseline[field]
-        else:
+        if value is not None:
             out[field] = gauge_value(field, value)
     return out

@@ -219,12 +219,6 @@ def containment_plan(
     return ContainmentPlan(callers=callers, rungs=tuple(rungs))
 
 
-def contained(signals: Iterable[Signal], callers: Iterable[str], thresholds: Thresholds) -> bool:
-    """No pair of ``callers`` is storming any more (under the floor counts as calm)."""
-    wanted = set(callers)
-    return not storming([s for s in signals if s.caller in wanted], thresholds)
-
-
 def contained_verdict(
     signals: Sequence[Signal], acted: Iterable[str], thresholds: Thresholds
 ) -> bool | None:
@@ -381,9 +375,6 @@ class Measurement(BaseModel):
 
     signals: tuple[Signal, ...]
     load: dict[str, float] = Field(description="Attempts/s each dependency receives.")
-
-    def load_of(self, dependencies: Iterable[str]) -> float:
-        return sum(self.load.get(d, 0.0) for d in dependencies)
 
     def error_rates(self, callers: Iterable[str]) -> tuple[float, ...]:
         wanted = set(callers)

@@ -131,7 +131,7 @@ def wait_taken(
     (The shop re-reads its file on use: a pod with no traffic takes it at its next call.)
     """
     deadline = clock() + params.apply_timeout_seconds
-    wanted = {c.caller: expected_gauges(c.after, {}, RETRY_SETTING_GAUGES) for c in changes}
+    wanted = {c.caller: expected_gauges(c.after, RETRY_SETTING_GAUGES) for c in changes}
     while True:
         lagging = []
         for caller, expected in wanted.items():
