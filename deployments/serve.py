@@ -23,7 +23,9 @@ the repository root: Prefect records each flow's file relative to the working di
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -111,11 +113,8 @@ def run_and_wait(
     after ``timeout_seconds``, or whose runner is gone, is an :class:`UnavailableError` naming
     the run (it is not cancelled: a runner may still take it).
     """
-    import time
-
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, temporary_settings
     from prefect.utilities.urls import url_for
 
@@ -125,34 +124,29 @@ def run_and_wait(
     parameters |= {name: _reference(name, block) for name, block in blocks.items()}
     name = f"{entry.name}/{entry.name}"
     deadline = time.monotonic() + timeout_seconds
-    with temporary_settings({PREFECT_API_REQUEST_TIMEOUT: API_TIMEOUT_SECONDS}):
-        try:
-            run = run_deployment(
-                name, parameters=parameters, timeout=0, tags=["runbooks"], as_subflow=False
-            )
-            ui_url = url_for("flow-run", obj_id=run.id)
-            with get_client(sync_client=True) as client:
-                while run.state is None or not run.state.is_final():
-                    if alive is not None and not alive():
-                        why = "the process serving it stopped"
-                    elif time.monotonic() > deadline:
-                        why = f"it did not finish within {timeout_seconds:g} s"
-                    else:
-                        time.sleep(poll_seconds)
-                        run = client.read_flow_run(run.id)
-                        continue
-                    raise UnavailableError(
-                        f"the run of deployment {name}: {why} (is `runbooks serve` running?); "
-                        f"the run: {ui_url}",
-                        target=name,
-                    )
-        except ObjectNotFound as exc:
-            raise NotFoundError(
-                f"no deployment {name} on the Prefect API: register it (`runbooks serve`)",
-                target=name,
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise from_httpx(exc, f"run deployment {name}", target=name) from exc
+    with (
+        temporary_settings({PREFECT_API_REQUEST_TIMEOUT: API_TIMEOUT_SECONDS}),
+        _deployment_errors(name, "run"),
+    ):
+        run = run_deployment(
+            name, parameters=parameters, timeout=0, tags=["runbooks"], as_subflow=False
+        )
+        ui_url = url_for("flow-run", obj_id=run.id)
+        with get_client(sync_client=True) as client:
+            while run.state is None or not run.state.is_final():
+                if alive is not None and not alive():
+                    why = "the process serving it stopped"
+                elif time.monotonic() > deadline:
+                    why = f"it did not finish within {timeout_seconds:g} s"
+                else:
+                    time.sleep(poll_seconds)
+                    run = client.read_flow_run(run.id)
+                    continue
+                raise UnavailableError(
+                    f"the run of deployment {name}: {why} (is `runbooks serve` running?); "
+                    f"the run: {ui_url}",
+                    target=name,
+                )
     try:  # a failed, crashed or cancelled run's error is raised here
         return Launched(run.state.result(), None, str(run.id), ui_url)
     except Exception as exc:
@@ -165,8 +159,6 @@ def latest_scheduled_run(runbook: str, *, wait_seconds: float = 75.0) -> Launche
 
     Why not start one: a minute-level deployment takes one run at a time and cancels the
     newcomer (``CANCEL_NEW``), so a run started beside the scheduled one would be cancelled."""
-    import time
-
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -176,7 +168,6 @@ def latest_scheduled_run(runbook: str, *, wait_seconds: float = 75.0) -> Launche
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.exceptions import ObjectNotFound
     from prefect.utilities.urls import url_for
 
     from runbooks.catalogue import Launched
@@ -184,28 +175,20 @@ def latest_scheduled_run(runbook: str, *, wait_seconds: float = 75.0) -> Launche
     name = f"{runbook}/{runbook}"
     finished = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
     deadline = time.monotonic() + wait_seconds
-    with get_client(sync_client=True) as client:
-        try:
-            deployment = client.read_deployment_by_name(name)
-            runs_filter = FlowRunFilter(
-                deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=finished)),
+    with get_client(sync_client=True) as client, _deployment_errors(name, "read the runs of"):
+        deployment = client.read_deployment_by_name(name)
+        runs_filter = FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=finished)),
+        )
+        while True:
+            runs = client.read_flow_runs(
+                flow_run_filter=runs_filter, sort=FlowRunSort.START_TIME_DESC, limit=20
             )
-            while True:
-                runs = client.read_flow_runs(
-                    flow_run_filter=runs_filter, sort=FlowRunSort.START_TIME_DESC, limit=20
-                )
-                runs = [run for run in runs if run.auto_scheduled]
-                if runs or time.monotonic() > deadline:
-                    break
-                time.sleep(1.0)
-        except ObjectNotFound as exc:
-            raise NotFoundError(
-                f"no deployment {name} on the Prefect API: register it (`runbooks serve`)",
-                target=name,
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise from_httpx(exc, f"read the runs of deployment {name}", target=name) from exc
+            runs = [run for run in runs if run.auto_scheduled]
+            if runs or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
     if not runs:
         raise UnavailableError(
             f"no scheduled run of deployment {name} finished within {wait_seconds:g} s "
@@ -217,6 +200,22 @@ def latest_scheduled_run(runbook: str, *, wait_seconds: float = 75.0) -> Launche
         return Launched(run.state.result(), None, str(run.id), ui_url)
     except Exception as exc:
         return Launched(None, exc, str(run.id), ui_url)
+
+
+@contextlib.contextmanager
+def _deployment_errors(name: str, action: str) -> Iterator[None]:
+    """A missing deployment or an API failure as one of our errors, naming the deployment."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        yield
+    except ObjectNotFound as exc:
+        raise NotFoundError(
+            f"no deployment {name} on the Prefect API: register it (`runbooks serve`)",
+            target=name,
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise from_httpx(exc, f"{action} deployment {name}", target=name) from exc
 
 
 def _reference(name: str, block: Any) -> dict[str, Any] | None:
