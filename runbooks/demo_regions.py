@@ -152,9 +152,7 @@ def _run(
     """Launch one runbook; its result as JSON data (a model, or already data from an API)."""
     launched = launch(entry, params, blocks)
     ui_urls[entry.name] = launched.ui_url
-    if launched.error is not None:
-        raise launched.error
-    result = launched.result
+    result = launched.unwrap()
     return result.model_dump(mode="json") if isinstance(result, BaseModel) else dict(result)
 
 
